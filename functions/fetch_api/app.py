@@ -1,0 +1,14 @@
+"""POST /fetch: a sync fetch now, or a job queued for the worker."""
+
+from aws_lambda_powertools.logging import correlation_paths
+
+from aggregator.api import resolver
+from aggregator.observability import logger
+from aggregator.routes import fetches
+
+app = resolver(fetches.router)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event, context):
+    return app.resolve(event, context)

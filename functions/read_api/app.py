@@ -1,0 +1,14 @@
+"""GET /data and GET /fetch/status/{job_id}: reads only, so a light cold start."""
+
+from aws_lambda_powertools.logging import correlation_paths
+
+from aggregator.api import resolver
+from aggregator.observability import logger
+from aggregator.routes import reads
+
+app = resolver(reads.router)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event, context):
+    return app.resolve(event, context)

@@ -1,0 +1,42 @@
+"""The SQS worker: runs each queued fetch job; failed records go back to the queue."""
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from aggregator import ingest, queue
+from aggregator.config import settings
+from aggregator.models import FINISHED
+from aggregator.observability import logger
+from aggregator.store import open_store
+
+# Jobs are independent, so a failed record must not hold back the ones after it.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+class JobFailed(Exception):
+    """The job failed on this delivery; the message goes back to the queue, then to the DLQ."""
+
+
+def run_record(record: SQSRecord) -> None:
+    job_id = queue.job_id_of(record.body)
+    logger.set_correlation_id(job_id)
+    config = settings()
+    store = open_store(config.db_path)
+    job = store.get_job(job_id)
+    if job is None:
+        raise JobFailed(f"no job {job_id}")
+    if job["status"] in FINISHED:
+        logger.info("job already finished; message ignored", extra={"status": job["status"]})
+        return
+    attempt = int(record.attributes.approximate_receive_count)
+    last = attempt >= config.max_receive_count
+    logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
+    job = ingest.run_job(store, config, job_id, last_attempt=last).job
+    logger.info("job finished", extra={"job": job})
+    if job["status"] != "succeeded":
+        raise JobFailed(job["error"])
+
+
+@logger.inject_lambda_context
+def lambda_handler(event, context):
+    return process_partial_response(event=event, record_handler=run_record, processor=processor, context=context)

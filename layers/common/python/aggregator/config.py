@@ -1,0 +1,72 @@
+"""Settings read from the environment, in one place."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+DEFAULT_UPSTREAM_URL = "https://jsonplaceholder.typicode.com/posts"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream_url: str
+    upstream_timeout: float
+    upstream_attempts: int
+    db_path: str
+    queue_url: str
+    aws_endpoint_url: str | None
+    max_receive_count: int
+
+
+def load(env: Mapping[str, str] = os.environ) -> Settings:
+    return Settings(
+        upstream_url=_http_url(env, "UPSTREAM_URL", DEFAULT_UPSTREAM_URL),
+        upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", 10.0, low=0.001, high=900.0),
+        upstream_attempts=int(_number(env, "UPSTREAM_ATTEMPTS", 3, low=1, high=10, whole=True)),
+        db_path=_text(env, "DB_PATH", ".local/aggregator.db"),
+        queue_url=env.get("QUEUE_URL", "").strip(),
+        aws_endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
+        max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", 3, low=1, high=1000, whole=True)),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The settings of this process, read once on first use."""
+    return load()
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _text(env, name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL with a host, got {value!r}")
+    return value
+
+
+def _number(env, name, default, *, low, high, whole=False) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {raw!r}")
+    return value

@@ -1,0 +1,62 @@
+"""Fetch jobs on SQS: record a job, send it, and read it back from a message."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+
+from aggregator.config import Settings
+from aggregator.models import JobStatus
+from aggregator.store import Store
+
+MESSAGE_GROUP = "fetch-jobs"
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class QueueError(Exception):
+    """The job could not be sent to the queue."""
+
+
+class BadMessage(ValueError):
+    """A queue message that does not name a job."""
+
+
+def submit(store: Store, settings: Settings, mode: str) -> dict:
+    """Record a queued job and send it; a job that cannot be sent ends `failed`."""
+    job = store.create_job(mode)
+    try:
+        send(settings, job["job_id"])
+    except Exception as exc:
+        reason = f"could not enqueue the job: {exc}"
+        store.finish_job(job["job_id"], JobStatus.FAILED.value, {}, reason)
+        raise QueueError(reason) from exc
+    return job
+
+
+def send(settings: Settings, job_id: str) -> None:
+    if not settings.queue_url:
+        raise QueueError("QUEUE_URL is not set")
+    message = {"QueueUrl": settings.queue_url, "MessageBody": json.dumps({"job_id": job_id})}
+    if settings.queue_url.endswith(".fifo"):
+        message |= {"MessageGroupId": MESSAGE_GROUP, "MessageDeduplicationId": job_id}
+    _sqs(settings.aws_endpoint_url).send_message(**message)
+
+
+def job_id_of(body: str) -> str:
+    """The job id a message carries; BadMessage if it carries none."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise BadMessage("message body is not JSON") from None
+    job_id = message.get("job_id") if isinstance(message, dict) else None
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise BadMessage("message has no valid 'job_id'")
+    return job_id
+
+
+@lru_cache(maxsize=4)
+def _sqs(endpoint_url: str | None):
+    import boto3  # here, not at the top: only the task path should pay for boto3's import
+
+    return boto3.client("sqs", endpoint_url=endpoint_url)
