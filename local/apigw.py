@@ -1,0 +1,104 @@
+"""API Gateway's REST proxy integration: an HTTP request in, a Lambda proxy event out, and back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from urllib.parse import parse_qsl, unquote
+
+from local.template import Route
+
+STAGE = "local"
+
+
+def match(routes: list[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    """The route API Gateway would pick: the most specific resource, then its method or ANY."""
+    resources = sorted({r.path: r for r in routes if r.pattern.fullmatch(path)}.values(), key=lambda r: r.specificity)
+    for resource in resources:
+        on_resource = [r for r in routes if r.path == resource.path]
+        chosen = next((r for r in on_resource if r.method == method), None) or next(
+            (r for r in on_resource if r.method == "ANY"), None
+        )
+        if chosen:
+            params = {k: unquote(v) for k, v in chosen.pattern.fullmatch(path).groupdict().items()}
+            return chosen, params
+        return None
+    return None
+
+
+def request_event(
+    route: Route,
+    path_params: dict[str, str],
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    source_ip: str = "127.0.0.1",
+) -> dict:
+    path, _, query = target.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    text, encoded = _body(body)
+    now = time.time()
+    return {
+        "resource": route.path,
+        "path": unquote(path),
+        "httpMethod": method,
+        "headers": _last(headers) or None,
+        "multiValueHeaders": _grouped(headers) or None,
+        "queryStringParameters": _last(pairs) or None,
+        "multiValueQueryStringParameters": _grouped(pairs) or None,
+        "pathParameters": path_params or None,
+        "stageVariables": None,
+        "body": text,
+        "isBase64Encoded": encoded,
+        "requestContext": {
+            "resourcePath": route.path,
+            "httpMethod": method,
+            "path": unquote(path),
+            "stage": STAGE,
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(now * 1000),
+            "protocol": "HTTP/1.1",
+            "accountId": "123456789012",
+            "apiId": "local",
+            "identity": {"sourceIp": source_ip, "userAgent": _last(headers).get("User-Agent")},
+        },
+    }
+
+
+def http_response(result: object) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body from a proxy response; 502 where API Gateway would give one."""
+    if not isinstance(result, dict) or not isinstance(result.get("statusCode"), int):
+        return bad_gateway()
+    headers = {k: [str(v)] for k, v in (result.get("headers") or {}).items()}
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers[name] = [str(v) for v in values]
+    body = result.get("body") or ""
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+    return result["statusCode"], [(k, v) for k, values in headers.items() for v in values], payload
+
+
+def bad_gateway() -> tuple[int, list[tuple[str, str]], bytes]:
+    return 502, [("Content-Type", "application/json")], json.dumps({"message": "Internal server error"}).encode()
+
+
+def _body(body: bytes) -> tuple[str | None, bool]:
+    if not body:
+        return None, False
+    try:
+        return body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode(), True
+
+
+def _last(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(pairs)
+
+
+def _grouped(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    return grouped

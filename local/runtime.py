@@ -1,0 +1,69 @@
+"""Lambda's Python runtime, in-process: load a function's handler and invoke it with a context."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.template import ROOT, Function
+
+LAYER = ROOT / "layers" / "common" / "python"
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    timeout: int = 30
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout - (time.monotonic() - self.started)) * 1000))
+
+
+def load_handler(code_uri: Path, handler: str, name: str):
+    """Import `module.function` from `code_uri` as a module of its own, with the layer on sys.path."""
+    if str(LAYER) not in sys.path:
+        sys.path.insert(0, str(LAYER))
+    module_name, _, function_name = handler.rpartition(".")
+    spec = importlib.util.spec_from_file_location(f"lambda_{name}", code_uri / f"{module_name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, function_name)
+
+
+class FunctionRuntime:
+    """One function's handler, invoked one event at a time, as one Lambda instance would."""
+
+    def __init__(self, function: Function):
+        self.function = function
+        self.handler = load_handler(function.code_uri, function.handler, function.name)
+        self._lock = threading.Lock()
+
+    def invoke(self, event: dict) -> Any:
+        context = LambdaContext(self.function.name, timeout=self.function.timeout)
+        with self._lock:
+            return self.handler(event, context)

@@ -1,0 +1,144 @@
+"""template.yaml, read once: functions, routes, queues, event sources and schedules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (!Ref, !GetAtt, !Sub, ...) read as their long forms."""
+
+
+def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _short_form)
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    code_uri: Path
+    handler: str
+    timeout: int
+    environment: dict[str, Any]
+    events: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # an HTTP method, or ANY
+    path: str  # API Gateway's resource path, e.g. /fetch/status/{job_id}
+    function: str
+    pattern: re.Pattern = field(compare=False)
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        """Sorts first the resource API Gateway prefers: no greedy part, fewer parameters, more text."""
+        return ("+}" in self.path, self.path.count("{"), -len(self.path))
+
+
+@dataclass(frozen=True)
+class SqsSource:
+    function: str
+    queue: str  # the queue's logical id
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Schedule:
+    function: str
+    expression: Any  # a rate/cron string, or a reference to a parameter
+
+
+@dataclass(frozen=True)
+class Template:
+    parameters: dict[str, Any]
+    functions: dict[str, Function]
+    routes: list[Route]
+    queues: dict[str, dict]
+    sqs_sources: list[SqsSource]
+    schedules: list[Schedule]
+    raw: dict
+
+
+def load(path: Path = TEMPLATE) -> Template:
+    raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    resources = raw.get("Resources", {})
+    defaults = raw.get("Globals", {}).get("Function", {})
+    functions = {
+        name: _function(name, props["Properties"], defaults, path.parent)
+        for name, props in resources.items()
+        if props.get("Type") == "AWS::Serverless::Function"
+    }
+    events = [(fn.name, event) for fn in functions.values() for event in fn.events.values()]
+    return Template(
+        parameters={k: v.get("Default") for k, v in raw.get("Parameters", {}).items()},
+        functions=functions,
+        routes=[_route(fn, e["Properties"]) for fn, e in events if e["Type"] == "Api"],
+        queues={k: v.get("Properties", {}) for k, v in resources.items() if v.get("Type") == "AWS::SQS::Queue"},
+        sqs_sources=[
+            SqsSource(fn, e["Properties"]["Queue"]["Fn::GetAtt"][0], int(e["Properties"].get("BatchSize", 10)))
+            for fn, e in events
+            if e["Type"] == "SQS"
+        ],
+        schedules=[Schedule(fn, e["Properties"]["Schedule"]) for fn, e in events if e["Type"] == "Schedule"],
+        raw=raw,
+    )
+
+
+def resolve(value: Any, refs: dict[str, Any]) -> Any:
+    """A template value with Ref, GetAtt and Sub replaced from `refs` (keys: `Name` or `Name.Attr`)."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return refs[arg]
+        if key == "Fn::GetAtt":
+            return refs[".".join(arg)]
+        if key == "Fn::Sub":
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m.group(1)]), arg)
+    if isinstance(value, dict):
+        return {k: resolve(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, refs) for v in value]
+    return value
+
+
+def _function(name: str, props: dict, defaults: dict, root: Path) -> Function:
+    env = {
+        **defaults.get("Environment", {}).get("Variables", {}),
+        **props.get("Environment", {}).get("Variables", {}),
+    }
+    return Function(
+        name=name,
+        code_uri=root / props.get("CodeUri", defaults.get("CodeUri", ".")),
+        handler=props.get("Handler", defaults.get("Handler")),
+        timeout=int(props.get("Timeout", defaults.get("Timeout", 3))),
+        environment=env,
+        events=props.get("Events", {}),
+    )
+
+
+def _route(function: str, props: dict) -> Route:
+    path = props["Path"]
+    regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
+    return Route(props["Method"].upper(), path, function, re.compile(regex))

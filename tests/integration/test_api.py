@@ -1,0 +1,171 @@
+"""Every API route through its real handler, with the events in events/ and a real SQLite file."""
+
+import json
+
+import pytest
+
+from tests.conftest import api_event, body, invoke, load_event
+
+UNKNOWN_JOB = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
+
+
+def sync_fetch():
+    return invoke("FetchApiFunction", load_event("post_fetch_sync"))
+
+
+def test_sync_fetch_answers_with_the_finished_job(upstream):
+    response = sync_fetch()
+    job = body(response)
+    assert response["statusCode"] == 200
+    assert set(job) == {
+        "job_id", "mode", "status", "created_at", "started_at", "finished_at",
+        "fetched", "inserted", "updated", "unchanged", "rejected", "error",
+    }  # fmt: skip
+    assert (job["mode"], job["status"], job["fetched"], job["inserted"]) == ("sync", "succeeded", 100, 100)
+    assert job["created_at"] <= job["started_at"] <= job["finished_at"]
+
+
+def test_mode_defaults_to_sync(upstream):
+    response = invoke("FetchApiFunction", api_event("post_fetch_sync", query={}))
+    assert response["statusCode"] == 200
+    assert body(response)["mode"] == "sync"
+
+
+def test_task_fetch_queues_the_job_and_names_its_status_url(upstream, sqs):
+    response = invoke("FetchApiFunction", load_event("post_fetch_task"))
+    job = body(response)
+    assert response["statusCode"] == 202
+    assert (job["mode"], job["status"]) == ("task", "queued")
+    assert response["multiValueHeaders"]["Location"] == [f"/Prod/fetch/status/{job['job_id']}"]
+    messages = sqs.client.receive_message(QueueUrl=sqs.url, AttributeNames=["All"])["Messages"]
+    assert json.loads(messages[0]["Body"]) == {"job_id": job["job_id"]}
+    assert messages[0]["Attributes"]["MessageGroupId"] == "fetch-jobs"
+    assert upstream.requests == 0
+
+
+def test_task_fetch_without_a_queue_answers_503_and_fails_the_job(upstream, store):
+    response = invoke("FetchApiFunction", load_event("post_fetch_task"))
+    assert response["statusCode"] == 503
+    assert body(response)["message"] == "the fetch job could not be queued"
+    [job] = store.list_jobs()
+    assert job["status"] == "failed" and "QUEUE_URL is not set" in job["error"]
+
+
+def test_an_upstream_error_answers_502_with_the_failed_job_and_writes_nothing(upstream, store):
+    upstream.then_respond(500, "oops")
+    response = sync_fetch()
+    assert response["statusCode"] == 502
+    assert body(response)["status"] == "failed"
+    assert body(response)["error"] == "upstream answered HTTP 500"
+    assert store.count_posts() == 0
+
+
+def test_an_upstream_timeout_answers_504(upstream, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_TIMEOUT", "0.2")
+    from tests.conftest import reset_settings
+
+    reset_settings()
+    upstream.then_respond(200, [], delay=1.0)
+    response = sync_fetch()
+    assert response["statusCode"] == 504
+    assert "timed out" in body(response)["error"]
+
+
+def test_an_upstream_that_is_not_a_json_list_answers_502(upstream):
+    upstream.then_respond(200, {"not": "a list"})
+    response = sync_fetch()
+    assert response["statusCode"] == 502
+    assert "expected a list" in body(response)["error"]
+
+
+@pytest.mark.parametrize("mode", ["async", "SYNC", "", "scheduled", "sync;DROP TABLE jobs"])
+def test_an_invalid_mode_is_422_naming_the_field(upstream, mode, store):
+    response = invoke("FetchApiFunction", api_event("post_fetch_sync", query={"mode": mode}))
+    assert response["statusCode"] == 422
+    assert body(response)["detail"][0]["loc"] == ["query", "mode"]
+    assert "mode" in body(response)["message"]
+    assert upstream.requests == 0
+    assert store.list_jobs() == []
+
+
+def test_data_lists_every_post_ordered_by_id(upstream):
+    sync_fetch()
+    response = invoke("ReadApiFunction", load_event("get_data"))
+    posts = body(response)
+    assert response["statusCode"] == 200
+    assert [p["id"] for p in posts] == list(range(1, 101))
+    assert posts[0] == {"id": 1, "user_id": 1, "title": "post 1 title", "body": upstream.posts[0]["body"]}
+
+
+def test_data_before_any_fetch_is_an_empty_list():
+    response = invoke("ReadApiFunction", load_event("get_data"))
+    assert (response["statusCode"], body(response)) == (200, [])
+
+
+def test_data_filters_by_user(upstream):
+    sync_fetch()
+    posts = body(invoke("ReadApiFunction", load_event("get_data_by_user")))
+    assert [p["id"] for p in posts] == list(range(1, 11))
+    assert {p["user_id"] for p in posts} == {1}
+
+
+@pytest.mark.parametrize("user_id", ["abc", "1.5", "", "0", "-1", "9" * 30, "1 OR 1=1", "0x10"])
+def test_a_bad_user_id_is_422_naming_the_field(user_id):
+    response = invoke("ReadApiFunction", api_event("get_data", query={"user_id": user_id}))
+    assert response["statusCode"] == 422
+    assert body(response)["detail"][0]["loc"] == ["query", "user_id"]
+
+
+def test_the_status_of_a_job_is_its_record(upstream):
+    job = body(sync_fetch())
+    event = api_event("get_job_status", path_params={"job_id": job["job_id"]})
+    response = invoke("ReadApiFunction", event)
+    assert (response["statusCode"], body(response)) == (200, job)
+
+
+def test_an_unknown_job_is_404_with_a_json_error():
+    response = invoke("ReadApiFunction", load_event("get_job_status"))
+    assert response["statusCode"] == 404
+    assert body(response) == {"statusCode": 404, "message": f"no job {UNKNOWN_JOB}"}
+
+
+@pytest.mark.parametrize("job_id", ["42", "..", "' OR '1'='1", UNKNOWN_JOB.upper(), UNKNOWN_JOB + "0"])
+def test_a_malformed_job_id_is_422(job_id):
+    response = invoke("ReadApiFunction", api_event("get_job_status", path_params={"job_id": job_id}))
+    assert response["statusCode"] == 422
+    assert body(response)["detail"][0]["loc"] == ["path", "job_id"]
+
+
+def test_swagger_ui_is_served_inline():
+    response = invoke("DocsFunction", load_event("get_docs"))
+    assert response["statusCode"] == 200
+    assert response["multiValueHeaders"]["Content-Type"] == ["text/html"]
+    assert "SwaggerUIBundle" in response["body"] and "/fetch/status/{job_id}" in response["body"]
+
+
+def test_redoc_points_at_the_openapi_document():
+    response = invoke("DocsFunction", load_event("get_redoc"))
+    assert response["statusCode"] == 200
+    assert "<redoc spec-url='openapi.json'>" in response["body"]
+
+
+def test_the_openapi_document_describes_every_route():
+    spec = body(invoke("DocsFunction", load_event("get_openapi")))
+    assert spec["info"]["title"] == "API aggregator"
+    assert set(spec["paths"]) == {"/data", "/fetch", "/fetch/status/{job_id}"}
+    assert "post" in spec["paths"]["/fetch"] and "get" in spec["paths"]["/data"]
+    mode = spec["paths"]["/fetch"]["post"]["parameters"][0]
+    assert mode["name"] == "mode" and mode["schema"]["enum"] == ["sync", "task"]
+
+
+def test_an_unknown_route_is_404():
+    response = invoke("DocsFunction", load_event("get_unknown_route"))
+    assert response["statusCode"] == 404
+    assert body(response) == {"statusCode": 404, "message": "no route /no/such/route"}
+
+
+def test_a_wrong_method_is_405_naming_the_allowed_one():
+    response = invoke("DocsFunction", load_event("delete_data"))
+    assert response["statusCode"] == 405
+    assert response["multiValueHeaders"]["Allow"] == ["GET"]
+    assert body(response)["statusCode"] == 405
