@@ -56,12 +56,16 @@ def load_handler(code_uri: Path, handler: str, name: str):
 
 
 class FunctionRuntime:
-    """One function's handler, invoked one event at a time, as one Lambda instance would."""
+    """One function's handler, invoked one event at a time, as one Lambda instance would.
 
-    def __init__(self, function: Function):
+    Functions that share module-level state (Powertools' resolvers share the current
+    event) must share a lock too.
+    """
+
+    def __init__(self, function: Function, lock: threading.Lock | None = None):
         self.function = function
         self.handler = load_handler(function.code_uri, function.handler, function.name)
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
 
     def invoke(self, event: dict) -> Any:
         context = LambdaContext(self.function.name, timeout=self.function.timeout)

@@ -1,0 +1,122 @@
+"""The local stack as a user runs it: `python -m local` in a subprocess, driven over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from local.sample_upstream import SampleUpstream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunningStack:
+    def __init__(self, env: dict[str, str]):
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-X", "faulthandler", "-m", "local"],
+            cwd=ROOT,
+            env={**os.environ, "PORT": "0", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("local stack did not start:\n" + "\n".join(self.lines))
+        self.url = re.search(r"api\s+(http://\S+)", self.output).group(1)
+        self.cloud_url = re.search(r"moto at (http://[^:]+:\d+)", self.output).group(1)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("Ready."):
+                self._ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def request(self, method: str, path: str, headers: dict | None = None):
+        """(status, headers, body) of one request over a real socket."""
+        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def json(self, method: str, path: str):
+        status, _, body = self.request(method, path)
+        return status, json.loads(body)
+
+    def wait_for_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.json("GET", f"/fetch/status/{job_id}")[1]
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not printed within {timeout} s:\n{self.output}")
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGABRT)  # faulthandler prints where it hung
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_stack(tmp_path):
+    """Start local stacks with extra environment; every one is stopped after the test."""
+    stacks: list[RunningStack] = []
+
+    def start(**env: str) -> RunningStack:
+        env.setdefault("DB_PATH", str(tmp_path / "aggregator.db"))
+        stack = RunningStack(env)
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_upstream():
+    with SampleUpstream(100) as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def stack(fake_upstream, tmp_path_factory):
+    """One stack shared by a module's tests, on the test's fake upstream."""
+    running = RunningStack(
+        {"UPSTREAM_URL": fake_upstream.url, "DB_PATH": str(tmp_path_factory.mktemp("db") / "aggregator.db")}
+    )
+    yield running
+    running.stop()

@@ -1,0 +1,100 @@
+"""The local stack end to end: real HTTP, moto as the cloud, the poller, the schedule, SQLite."""
+
+import json
+import time
+
+import boto3
+import pytest
+
+from aggregator.store import Store
+
+pytestmark = pytest.mark.e2e
+
+
+def test_sync_fetch_then_read_everything_and_filter(stack):
+    status, job = stack.json("POST", "/fetch?mode=sync")
+    assert (status, job["status"], job["fetched"]) == (200, "succeeded", 100)
+    status, posts = stack.json("GET", "/data")
+    assert status == 200 and [p["id"] for p in posts] == list(range(1, 101))
+    status, posts = stack.json("GET", "/data?user_id=3")
+    assert status == 200 and {p["user_id"] for p in posts} == {3} and len(posts) == 10
+
+
+def test_task_fetch_goes_through_the_queue_to_the_worker(stack, fake_upstream):
+    fake_upstream.then_respond(200, fake_upstream.posts, delay=0.5)
+    status, headers, body = stack.request("POST", "/fetch?mode=task")
+    job = json.loads(body)
+    assert (status, job["status"], job["mode"]) == (202, "queued", "task")
+    assert headers["Location"] == f"/fetch/status/{job['job_id']}"
+    running = stack.wait_for_job(job["job_id"], statuses=("running",))
+    assert running["started_at"] and running["finished_at"] is None
+    done = stack.wait_for_job(job["job_id"])
+    assert (done["status"], done["fetched"]) == ("succeeded", 100)
+    stack.wait_for_output(f"job {job['job_id']} succeeded")
+
+
+def test_the_api_answers_like_api_gateway(stack):
+    assert stack.json("GET", "/fetch/status/0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10")[0] == 404
+    assert stack.json("GET", "/fetch/status/not-a-uuid")[0] == 422
+    assert stack.json("GET", "/data?user_id=abc")[1]["detail"][0]["loc"] == ["query", "user_id"]
+    assert stack.json("POST", "/fetch?mode=later")[0] == 422
+    assert stack.json("GET", "/nowhere")[0] == 404
+    assert stack.json("GET", "/")[0] == 404
+    status, headers, _ = stack.request("PUT", "/fetch")
+    assert (status, headers["Allow"]) == (405, "POST")
+
+
+def test_the_docs_pages_are_served(stack):
+    status, headers, body = stack.request("GET", "/docs")
+    assert (status, headers["Content-Type"]) == (200, "text/html")
+    assert b"SwaggerUIBundle" in body
+    status, _, body = stack.request("GET", "/redoc")
+    assert status == 200 and b"<redoc spec-url='openapi.json'>" in body
+    status, spec = stack.json("GET", "/openapi.json")
+    assert status == 200 and "/fetch/status/{job_id}" in spec["paths"]
+
+
+def test_data_and_jobs_persist_across_a_restart(start_stack, fake_upstream):
+    first = start_stack(UPSTREAM_URL=fake_upstream.url)
+    job = first.json("POST", "/fetch?mode=sync")[1]
+    assert first.stop() == 0
+    second = start_stack(UPSTREAM_URL=fake_upstream.url)
+    assert second.json("GET", f"/fetch/status/{job['job_id']}")[1] == job
+    assert len(second.json("GET", "/data")[1]) == 100
+
+
+def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stack, fake_upstream):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url.replace("/posts", "/missing"))
+    started = time.monotonic()
+    job = stack.json("POST", "/fetch?mode=task")[1]
+    failed = stack.wait_for_job(job["job_id"], timeout=60)
+    assert (failed["status"], failed["error"]) == ("failed", "upstream answered HTTP 404")
+    sqs = boto3.client("sqs", endpoint_url=stack.cloud_url, region_name="us-east-1")
+    dlq = sqs.get_queue_url(QueueName="FetchDeadLetterQueue.fifo")["QueueUrl"]
+    deadline = started + 60
+    messages = []
+    while not messages and time.monotonic() < deadline:
+        messages = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
+    assert [json.loads(m["Body"]) for m in messages] == [{"job_id": job["job_id"]}]
+    assert stack.output.count(f"job {job['job_id']}") >= 3  # one line per delivery
+
+
+def test_the_schedule_fires_the_scheduled_function(start_stack, fake_upstream, tmp_path):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url, SCHEDULE_RATE="rate(1 second)")
+    store = Store(str(tmp_path / "aggregator.db"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        scheduled = [j for j in store.list_jobs() if j["mode"] == "scheduled" and j["status"] == "succeeded"]
+        if scheduled:
+            break
+        time.sleep(0.1)
+    assert scheduled, stack.output
+    stack.wait_for_output("schedule  fired")
+
+
+def test_ctrl_c_stops_every_part(start_stack, fake_upstream):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
+    assert stack.stop() == 0, stack.output
+    assert stack.output.rstrip().endswith("stopping...")
+    with pytest.raises(OSError):
+        stack.request("GET", "/data")
