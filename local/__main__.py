@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
     parser.add_argument("--upstream", help="'sample' for the bundled sample upstream, or a URL")
     args = parser.parse_args(argv)
-    stack = LocalStack(Options.from_env(upstream=args.upstream))
+    try:
+        stack = LocalStack(Options.from_env(upstream=args.upstream))
+    except ValueError as exc:
+        print(f"local stack failed to start: {exc}", file=sys.stderr, flush=True)
+        return 1
     # Raising from the handler, not setting an Event: a handler that takes a lock the main thread
     # already holds would deadlock.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.template import ROOT, Function
-
-LAYER = ROOT / "layers" / "common" / "python"
+from local.template import Function
 
 
 @dataclass
@@ -44,9 +42,7 @@ class LambdaContext:
 
 
 def load_handler(code_uri: Path, handler: str, name: str):
-    """Import `module.function` from `code_uri` as a module of its own, with the layer on sys.path."""
-    if str(LAYER) not in sys.path:
-        sys.path.insert(0, str(LAYER))
+    """Import `module.function` from `code_uri` as a module of its own."""
     module_name, _, function_name = handler.rpartition(".")
     spec = importlib.util.spec_from_file_location(f"lambda_{name}", code_uri / f"{module_name}.py")
     module = importlib.util.module_from_spec(spec)

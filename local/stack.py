@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aggregator import config
 from local import template as tpl
 from local.api_server import ApiServer
 from local.cloud import create_queues
@@ -39,16 +40,27 @@ class Options:
     schedule_rate: str = ""
     visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT
     sample_posts: int = 100
+    cloud_port: int = 0  # 0: any free port
 
     @classmethod
     def from_env(cls, env=os.environ, upstream: str | None = None) -> Options:
         return cls(
-            port=int(env.get("PORT") or 3000),
+            port=_whole(env, "PORT", 3000),
             upstream=upstream or env.get("UPSTREAM") or env.get("UPSTREAM_URL", ""),
             db_path=str(Path(env.get("DB_PATH") or DEFAULT_DB).resolve()),
             schedule_rate=env.get("SCHEDULE_RATE", ""),
-            visibility_timeout=int(env.get("LOCAL_VISIBILITY_TIMEOUT") or LOCAL_VISIBILITY_TIMEOUT),
+            visibility_timeout=_whole(env, "LOCAL_VISIBILITY_TIMEOUT", LOCAL_VISIBILITY_TIMEOUT),
+            cloud_port=_whole(env, "MOTO_PORT", 0),
         )
+
+
+def _whole(env, name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ValueError(f"{name} must be a whole number from 0 to 65535, got {raw!r}")
+    return int(raw)
 
 
 class LocalStack:
@@ -62,7 +74,7 @@ class LocalStack:
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
         self.upstream_url = self._upstream()
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.cloud_port, verbose=False)
         self.moto.start()
         self.parts.append(self.moto)
         self.cloud_url = "http://{}:{}".format(*self.moto.get_host_and_port())
@@ -73,6 +85,7 @@ class LocalStack:
         refs = {**self.template.parameters, "AWS::Region": "us-east-1", "AWS::StackName": "local"}
         self.queues = create_queues(self.sqs, self.template, refs, self.options.visibility_timeout)
         os.environ.update(self._function_env(refs))
+        config.load()  # a malformed setting stops the stack now, not at the first request
         self.runtimes = self._runtimes()
         self._start_api()
         self._start_pollers()

@@ -1,12 +1,16 @@
 """The local stack end to end: real HTTP, moto as the cloud, the poller, the schedule, SQLite."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import boto3
 import pytest
 
 from aggregator.store import Store
+from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +102,42 @@ def test_ctrl_c_stops_every_part(start_stack, fake_upstream):
     assert stack.output.rstrip().endswith("stopping...")
     with pytest.raises(OSError):
         stack.request("GET", "/data")
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"PORT": "abc"}, "PORT must be a whole number"),
+        ({"UPSTREAM_TIMEOUT": "-3"}, "UPSTREAM_TIMEOUT must be between"),
+        ({"UPSTREAM_URL": "file:///etc/passwd"}, "UPSTREAM_URL must be an http(s) URL"),
+        ({"SCHEDULE_RATE": "cron(0 * * * ? *)"}, "cannot run the schedule"),
+        ({"SCHEDULE_RATE": "rate(0 minutes)"}, "cannot run the schedule"),
+        ({"LOCAL_VISIBILITY_TIMEOUT": "-1"}, "LOCAL_VISIBILITY_TIMEOUT must be a whole number"),
+    ],
+)
+def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, says):
+    result = subprocess.run(
+        [sys.executable, "-m", "local"],
+        cwd=ROOT,
+        env={**os.environ, "PORT": "0", "DB_PATH": str(tmp_path / "x.db"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert says in result.stderr
+
+
+def test_a_port_in_use_is_reported(start_stack, fake_upstream, tmp_path):
+    running = start_stack(UPSTREAM_URL=fake_upstream.url)
+    port = running.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "local"],
+        cwd=ROOT,
+        env={**os.environ, "PORT": port, "DB_PATH": str(tmp_path / "other.db")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr
