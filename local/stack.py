@@ -24,7 +24,14 @@ from local.scheduler import Scheduler
 
 DEFAULT_DB = tpl.ROOT / ".local" / "aggregator.db"
 LOCAL_VISIBILITY_TIMEOUT = 10
-OVERRIDABLE = ("UPSTREAM_URL", "UPSTREAM_TIMEOUT", "UPSTREAM_ATTEMPTS", "DB_PATH", "MAX_RECEIVE_COUNT")
+OVERRIDABLE = (
+    "UPSTREAM_URL",
+    "UPSTREAM_TIMEOUT",
+    "UPSTREAM_ATTEMPTS",
+    "DB_PATH",
+    "MAX_RECEIVE_COUNT",
+    "MIN_FETCH_INTERVAL",
+)
 
 
 def log(source: str, message: str) -> None:

@@ -18,7 +18,7 @@ def lambda_handler(event, context):
     ):
         raise NotAScheduledEvent("expected an EventBridge 'Scheduled Event' from 'aws.events'")
     config = settings()
-    job = queue.submit(open_store(config.db_path), config, "scheduled")
+    job, outcome = queue.submit(open_store(config.db_path), config, "scheduled")
     logger.set_correlation_id(job["job_id"])
-    logger.info("scheduled fetch queued")
-    return {"job_id": job["job_id"]}
+    logger.info("scheduled fetch", extra={"outcome": outcome})
+    return {"job_id": job["job_id"], "outcome": outcome}

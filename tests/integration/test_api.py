@@ -169,3 +169,35 @@ def test_a_wrong_method_is_405_naming_the_allowed_one():
     assert response["statusCode"] == 405
     assert response["multiValueHeaders"]["Allow"] == ["GET"]
     assert body(response)["statusCode"] == 405
+
+
+def header(response, name):
+    return response["multiValueHeaders"][name][0]
+
+
+def test_a_fetch_while_a_job_is_queued_joins_it_and_queues_nothing_more(upstream, sqs):
+    queued = invoke("FetchApiFunction", load_event("post_fetch_task"))
+    assert header(queued, "X-Fetch-Outcome") == "started"
+    for name in ("post_fetch_sync", "post_fetch_task"):
+        joined = invoke("FetchApiFunction", load_event(name))
+        assert (joined["statusCode"], header(joined, "X-Fetch-Outcome")) == (202, "joined")
+        assert body(joined)["job_id"] == body(queued)["job_id"]
+        assert header(joined, "Location") == header(queued, "Location")
+    messages = sqs.client.receive_message(QueueUrl=sqs.url, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 1
+    assert upstream.requests == 0
+
+
+def test_within_the_freshness_window_the_last_success_answers(upstream, sqs, monkeypatch):
+    monkeypatch.setenv("MIN_FETCH_INTERVAL", "300")
+    from tests.conftest import reset_settings
+
+    reset_settings()
+    first = sync_fetch()
+    assert header(first, "X-Fetch-Outcome") == "started"
+    for name in ("post_fetch_sync", "post_fetch_task"):
+        again = invoke("FetchApiFunction", load_event(name))
+        assert (again["statusCode"], header(again, "X-Fetch-Outcome")) == (200, "fresh")
+        assert body(again) == body(first)
+    assert upstream.requests == 1
+    assert "Messages" not in sqs.client.receive_message(QueueUrl=sqs.url)

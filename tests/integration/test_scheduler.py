@@ -39,3 +39,11 @@ def test_without_a_queue_the_job_is_marked_failed_not_left_queued(store):
         invoke("SchedulerFunction", load_event("schedule"))
     [job] = store.list_jobs()
     assert job["status"] == "failed" and "QUEUE_URL" in job["error"]
+
+
+def test_the_schedule_never_starts_a_fetch_on_top_of_a_running_one(sqs, store):
+    running = store.create_job("sync")
+    store.start_job(running["job_id"])
+    result = invoke("SchedulerFunction", load_event("schedule"))
+    assert result == {"job_id": running["job_id"], "outcome": "joined"}
+    assert "Messages" not in sqs.client.receive_message(QueueUrl=sqs.url)

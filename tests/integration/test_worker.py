@@ -37,7 +37,7 @@ def test_the_committed_event_runs_its_job(upstream, store):
 
 
 def test_a_job_sent_through_the_queue_is_run_by_the_worker(upstream, sqs, store):
-    job = queue.submit(store, settings(), "task")
+    job, _ = queue.submit(store, settings(), "task")
     messages = sqs.client.receive_message(QueueUrl=sqs.url, AttributeNames=["All"])["Messages"]
     event = sqs_event(
         record(

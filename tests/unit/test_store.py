@@ -30,18 +30,18 @@ def test_the_file_uses_a_rollback_journal_not_wal(tmp_path):
 
 
 def test_new_posts_are_inserted_and_counted(db):
-    assert db.upsert_posts([rows(1, 2), rows(3)]) == (3, 0)
+    assert db.upsert_posts([rows(1, 2), rows(3)]) == (3, 3, 0)
     assert [p["id"] for p in db.list_posts()] == [1, 2, 3]
 
 
 def test_unchanged_posts_are_not_written_again(db):
     db.upsert_posts([rows(1, 2, 3)])
-    assert db.upsert_posts([rows(1, 2, 3)]) == (0, 0)
+    assert db.upsert_posts([rows(1, 2, 3)]) == (3, 0, 0)
 
 
 def test_a_changed_post_is_updated_in_place(db):
     db.upsert_posts([rows(1, 2)])
-    assert db.upsert_posts([rows(1, title="new") + rows(2)]) == (0, 1)
+    assert db.upsert_posts([rows(1, title="new") + rows(2)]) == (2, 0, 1)
     assert db.list_posts()[0]["title"] == "new 1"
     assert db.count_posts() == 2
 
@@ -57,6 +57,24 @@ def test_an_error_while_reading_pages_writes_nothing(db):
     with pytest.raises(RuntimeError):
         db.upsert_posts(pages())
     assert db.list_posts() == [{"id": 1, "user_id": 2, "title": "t 1", "body": "body 1"}]
+
+
+def test_a_post_repeated_across_pages_is_stored_once_with_its_last_version(db):
+    assert db.upsert_posts([rows(1, 2), rows(2, 3, title="again")]) == (3, 3, 0)
+    assert [p["title"] for p in db.list_posts()] == ["t 1", "again 2", "again 3"]
+
+
+def test_staging_a_fetch_holds_no_lock_on_the_shared_file(db, tmp_path):
+    other = Store(str(tmp_path / "nested" / "posts.db"))
+
+    def pages():
+        yield rows(1, 2)
+        other.upsert_posts([rows(7)])  # another writer commits while this fetch is still reading pages
+        yield rows(3)
+
+    assert db.upsert_posts(pages()).inserted == 3
+    assert [p["id"] for p in db.list_posts()] == [1, 2, 3, 7]
+    other.close()
 
 
 def test_posts_are_listed_by_id_and_filtered_by_user(db):

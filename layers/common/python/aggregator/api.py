@@ -30,6 +30,13 @@ def resolver(*routers: Router) -> APIGatewayRestResolver:
     return app
 
 
+def public_path(event, path: str) -> str:
+    """`path` as a client must ask for it: under the stage or base path the request came through."""
+    full = event.request_context.path or event.path
+    prefix = full[: -len(event.path)] if full.endswith(event.path) else ""
+    return prefix + path
+
+
 def error(status: int, message: str, **extra) -> Response:
     return Response(
         status_code=status,
@@ -44,4 +51,4 @@ def _invalid_request(exc: RequestValidationError) -> Response:
     return error(422, f"invalid request: {fields or 'body'}", detail=detail)
 
 
-__all__ = ["ERROR_RESPONSES", "NotFoundError", "error", "error_response", "resolver"]
+__all__ = ["ERROR_RESPONSES", "NotFoundError", "error", "error_response", "public_path", "resolver"]

@@ -25,6 +25,7 @@ class Settings:
     queue_url: str
     aws_endpoint_url: str | None
     max_receive_count: int
+    min_fetch_interval: float
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
@@ -36,6 +37,7 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         queue_url=env.get("QUEUE_URL", "").strip(),
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
         max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", 3, low=1, high=1000, whole=True)),
+        min_fetch_interval=_number(env, "MIN_FETCH_INTERVAL", 0.0, low=0.0, high=86400.0 * 7),
     )
 
 

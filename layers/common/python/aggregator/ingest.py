@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from aggregator import upstream
+from aggregator import jobs, upstream
 from aggregator.config import Settings
 from aggregator.models import FetchMode, JobStatus
 from aggregator.store import PostRow, Store
@@ -23,12 +23,12 @@ class RetryLater(Exception):
 class Outcome:
     job: dict
     timed_out: bool = False
+    claim: str = "started"  # or "joined", "fresh": see jobs.claim
 
 
 @dataclass
 class Tally:
     fetched: int = 0
-    valid: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
@@ -45,8 +45,10 @@ class Tally:
 
 
 def fetch_now(store: Store, settings: Settings) -> Outcome:
-    """A sync fetch: a new job, run to its end."""
-    job = store.create_job(FetchMode.SYNC.value)
+    """A sync fetch: a new job run to its end, unless another is in progress or a success is fresh."""
+    job, claimed = jobs.claim(store, settings, FetchMode.SYNC.value)
+    if claimed != "started":
+        return Outcome(job, claim=claimed)
     return run_job(store, settings, job["job_id"])
 
 
@@ -61,7 +63,7 @@ def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool
         return Outcome(store.get_job(job_id))
     tally = Tally()
     try:
-        inserted, updated = store.upsert_posts(_valid_pages(settings, tally))
+        merge = store.upsert_posts(_valid_pages(settings, tally))
     except Exception as exc:
         if not last_attempt:
             raise RetryLater(str(exc)) from exc
@@ -72,9 +74,9 @@ def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool
         return Outcome(job, timed_out=isinstance(exc, upstream.UpstreamTimeout))
     counts = {
         "fetched": tally.fetched,
-        "inserted": inserted,
-        "updated": updated,
-        "unchanged": tally.valid - inserted - updated,
+        "inserted": merge.inserted,
+        "updated": merge.updated,
+        "unchanged": merge.staged - merge.inserted - merge.updated,
         "rejected": tally.rejected,
     }
     return Outcome(store.finish_job(job_id, JobStatus.SUCCEEDED.value, counts, tally.summary()))
@@ -85,9 +87,7 @@ def _valid_pages(settings: Settings, tally: Tally) -> Iterator[list[PostRow]]:
         settings.upstream_url, timeout=settings.upstream_timeout, attempts=settings.upstream_attempts
     )
     for records in pages:
-        rows = parse_posts(records, tally)
-        tally.valid += len(rows)
-        yield rows
+        yield parse_posts(records, tally)
 
 
 def parse_posts(records: list[dict], tally: Tally) -> list[PostRow]:

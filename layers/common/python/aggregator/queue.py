@@ -6,6 +6,7 @@ import json
 import re
 from functools import lru_cache
 
+from aggregator import jobs
 from aggregator.config import Settings
 from aggregator.models import JobStatus
 from aggregator.store import Store
@@ -22,16 +23,18 @@ class BadMessage(ValueError):
     """A queue message that does not name a job."""
 
 
-def submit(store: Store, settings: Settings, mode: str) -> dict:
-    """Record a queued job and send it; a job that cannot be sent ends `failed`."""
-    job = store.create_job(mode)
+def submit(store: Store, settings: Settings, mode: str) -> jobs.Claim:
+    """Claim a job and send it if it is new; a job that cannot be sent ends `failed`."""
+    claimed = jobs.claim(store, settings, mode)
+    if claimed.outcome != "started":
+        return claimed
     try:
-        send(settings, job["job_id"])
+        send(settings, claimed.job["job_id"])
     except Exception as exc:
         reason = f"could not enqueue the job: {exc}"
-        store.finish_job(job["job_id"], JobStatus.FAILED.value, {}, reason)
+        store.finish_job(claimed.job["job_id"], JobStatus.FAILED.value, {}, reason)
         raise QueueError(reason) from exc
-    return job
+    return claimed
 
 
 def send(settings: Settings, job_id: str) -> None:

@@ -7,8 +7,9 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 # Rollback journal, not WAL: WAL needs shared memory, which a network filesystem (EFS) lacks.
 PRAGMAS = """
@@ -39,8 +40,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 """
-UPSERT_POST = """
-INSERT INTO posts (id, user_id, title, body) VALUES (?, ?, ?, ?)
+# A fetch is staged in a table private to the connection, so the network wait holds no lock on the
+# shared file; the merge into posts is one short write transaction. A later duplicate replaces an
+# earlier one.
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS incoming (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL
+)
+"""
+STAGE_POST = "INSERT OR REPLACE INTO temp.incoming (id, user_id, title, body) VALUES (?, ?, ?, ?)"
+MERGE_STAGED = """
+INSERT INTO posts (id, user_id, title, body) SELECT id, user_id, title, body FROM temp.incoming WHERE true
 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, body = excluded.body
 WHERE (user_id, title, body) IS NOT (excluded.user_id, excluded.title, excluded.body)
 """
@@ -54,8 +67,20 @@ BUSY_TIMEOUT_SECONDS = 30.0
 PostRow = tuple[int, int, str, str]
 
 
+class Merge(NamedTuple):
+    staged: int  # distinct posts in the fetch
+    inserted: int
+    updated: int
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime, plus_seconds: float = 0.0) -> str:
+    """ISO 8601 in UTC with milliseconds: such strings sort as the times they name."""
+    moment += timedelta(seconds=plus_seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Store:
@@ -82,20 +107,27 @@ class Store:
 
     # Posts
 
-    def upsert_posts(self, pages: Iterable[list[PostRow]]) -> tuple[int, int]:
-        """Write every page in one transaction and return (inserted, updated).
+    def upsert_posts(self, pages: Iterable[list[PostRow]]) -> Merge:
+        """Stage every page, then merge them all into posts in one transaction.
 
         Rows equal to the stored ones are not written. An exception raised while
-        iterating `pages` rolls the whole write back.
+        iterating `pages` writes nothing.
         """
-        with self._transaction():
-            before = self.count_posts()
-            changes = self._db.total_changes
+        self._db.execute(STAGING)
+        self._db.execute("DELETE FROM temp.incoming")
+        try:
             for page in pages:
-                self._db.executemany(UPSERT_POST, page)
-            inserted = self.count_posts() - before
-            changed = self._db.total_changes - changes
-        return inserted, changed - inserted
+                self._db.executemany(STAGE_POST, page)
+            staged = self._db.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
+            with self._transaction():
+                before = self.count_posts()
+                changes = self._db.total_changes
+                self._db.execute(MERGE_STAGED)
+                inserted = self.count_posts() - before
+                changed = self._db.total_changes - changes
+        finally:
+            self._db.execute("DELETE FROM temp.incoming")
+        return Merge(staged, inserted, changed - inserted)
 
     def count_posts(self) -> int:
         return self._db.execute("SELECT count(*) FROM posts").fetchone()[0]
@@ -118,6 +150,29 @@ class Store:
             (job_id, mode, utc_now()),
         )
         return self.get_job(job_id)
+
+    def claim_job(
+        self, mode: str, *, fresh_for: float, stale_after: float, sync_stale_after: float
+    ) -> tuple[dict, str]:
+        """In one transaction: fail abandoned jobs, then join the active job (`joined`), or return a
+        success younger than `fresh_for` seconds (`fresh`), or create a queued job (`started`)."""
+        now = datetime.now(UTC)
+        with self._transaction():
+            self._db.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error = ?"
+                " WHERE status IN ('queued', 'running') AND (created_at < ? OR (mode = 'sync' AND created_at < ?))",
+                (_iso(now), "abandoned: no progress", _iso(now, -stale_after), _iso(now, -sync_stale_after)),
+            )
+            active = self._jobs("WHERE status IN ('queued', 'running') ORDER BY created_at LIMIT 1")
+            if active:
+                return active[0], "joined"
+            fresh = self._jobs(
+                "WHERE status = 'succeeded' AND finished_at >= ? ORDER BY finished_at DESC LIMIT 1",
+                _iso(now, -fresh_for),
+            )
+            if fresh_for > 0 and fresh:
+                return fresh[0], "fresh"
+            return self.create_job(mode), "started"
 
     def get_job(self, job_id: str) -> dict | None:
         jobs = self._jobs("WHERE job_id = ?", job_id)
