@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import traceback
@@ -23,9 +24,10 @@ class ApiServer(QuietHTTPServer):
         routes: list[Route],
         runtimes: dict[str, FunctionRuntime],
         report: Callable[[str, str, int, float, str], None],
+        api_key: str = "",
     ):
         super().__init__(address, _RequestHandler)
-        self.routes, self.runtimes, self.report = routes, runtimes, report
+        self.routes, self.runtimes, self.report, self.api_key = routes, runtimes, report, api_key
 
     @property
     def url(self) -> str:
@@ -39,6 +41,8 @@ class ApiServer(QuietHTTPServer):
             message = json.dumps({"message": "Missing Authentication Token"}).encode()
             return 403, [("Content-Type", "application/json")], message, "-"
         route, params = matched
+        if route.api_key_required and self.api_key and not _has_key(headers, self.api_key):
+            return 403, [("Content-Type", "application/json")], b'{"message": "Forbidden"}', route.function
         event = apigw.request_event(route, params, method, target, headers, body, client_ip)
         try:
             result = self.runtimes[route.function].invoke(event)
@@ -46,6 +50,11 @@ class ApiServer(QuietHTTPServer):
             traceback.print_exc()
             return (*apigw.bad_gateway(), route.function)
         return (*apigw.http_response(result), route.function)
+
+
+def _has_key(headers: list[tuple[str, str]], key: str) -> bool:
+    given = [value for name, value in headers if name.lower() == "x-api-key"]
+    return len(given) == 1 and hmac.compare_digest(given[0].encode(), key.encode())
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

@@ -48,6 +48,7 @@ class Options:
     visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT
     sample_posts: int = 100
     cloud_port: int = 0  # 0: any free port
+    api_key: str = ""  # when set, routes whose template event requires an API key require this one
 
     @classmethod
     def from_env(cls, env=os.environ, upstream: str | None = None) -> Options:
@@ -58,6 +59,7 @@ class Options:
             schedule_rate=env.get("SCHEDULE_RATE", ""),
             visibility_timeout=_whole(env, "LOCAL_VISIBILITY_TIMEOUT", LOCAL_VISIBILITY_TIMEOUT),
             cloud_port=_whole(env, "MOTO_PORT", 0),
+            api_key=env.get("API_KEY", ""),
         )
 
 
@@ -149,7 +151,8 @@ class LocalStack:
         def report(method, target, status, seconds, function):
             log("api", f"{method} {target} -> {status} in {seconds * 1000:.1f} ms ({function})")
 
-        self.api = ApiServer((self.options.host, self.options.port), self.template.routes, self.runtimes, report)
+        address = (self.options.host, self.options.port)
+        self.api = ApiServer(address, self.template.routes, self.runtimes, report, self.options.api_key)
         self.api.start_in_thread()
         self.parts.append(self.api)
 
@@ -179,6 +182,7 @@ class LocalStack:
             self.parts.append(self.schedule.start())
 
     def describe(self) -> str:
+        keyed = sorted({f"{r.method} {r.path}" for r in self.template.routes if r.api_key_required})
         rows = [
             ("api", f"{self.api.url}   (docs: {self.api.url}/docs, /redoc, /openapi.json)"),
             (
@@ -187,6 +191,12 @@ class LocalStack:
             ),
             ("upstream", self.upstream_url + ("   (sample posts)" if self.options.upstream == "sample" else "")),
             ("database", self.options.db_path),
+            (
+                "api key",
+                "required in x-api-key for " + ", ".join(keyed)
+                if self.options.api_key
+                else "not required (set API_KEY)",
+            ),
         ]
         for source in self.template.sqs_sources:
             in_template = self.template.queues[source.queue].get("VisibilityTimeout", 30)

@@ -49,6 +49,7 @@ class Route:
     path: str  # API Gateway's resource path, e.g. /fetch/status/{job_id}
     function: str
     pattern: re.Pattern = field(compare=False)
+    api_key_required: bool = False
 
     @property
     def specificity(self) -> tuple[int, int, int]:
@@ -141,4 +142,5 @@ def _route(function: str, props: dict) -> Route:
     path = props["Path"]
     regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
     regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
-    return Route(props["Method"].upper(), path, function, re.compile(regex))
+    key = bool(props.get("Auth", {}).get("ApiKeyRequired"))
+    return Route(props["Method"].upper(), path, function, re.compile(regex), key)

@@ -3,8 +3,10 @@
 import html
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.logging import correlation_paths
 
 from aggregator.api import error, resolver
@@ -13,11 +15,13 @@ from aggregator.routes import fetches, reads
 
 TITLE = "API aggregator"
 VERSION = "1.0.0"
-REDOC_SCRIPT = "https://cdn.redoc.ly/redoc/v2.5.1/bundles/redoc.standalone.js"
+REDOC_SCRIPT = Path(__file__).parent / "redoc" / "redoc.standalone.js"  # ReDoc 2.5.4, MIT; served inline
+
+SECURITY = {"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)}  # the usage plan's key, for POST /fetch
 
 app = resolver(reads.router, fetches.router)
-app.configure_openapi(title=TITLE, version=VERSION)
-app.enable_swagger(path="/docs", title=TITLE, version=VERSION)
+app.configure_openapi(title=TITLE, version=VERSION, security_schemes=SECURITY)
+app.enable_swagger(path="/docs", title=TITLE, version=VERSION, security_schemes=SECURITY)
 
 
 @app.get("/openapi.json", include_in_schema=False)
@@ -27,13 +31,18 @@ def openapi_document():
 
 @app.get("/redoc", include_in_schema=False)
 def redoc_page():
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(TITLE)}</title></head>"
-        # A relative spec URL keeps working under a stage prefix such as /Prod.
-        "<body><redoc spec-url='openapi.json'></redoc>"
-        f"<script src='{REDOC_SCRIPT}'></script></body></html>"
+    return Response(status_code=200, content_type="text/html", body=_redoc_page())
+
+
+@lru_cache(maxsize=1)
+def _redoc_page() -> str:
+    """ReDoc with its script and the spec inline, so the page needs nothing else (no CDN, no second request)."""
+    spec = _spec().replace("</", "<\\/")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(TITLE)}</title></head><body>"
+        f"<div id='redoc'></div><script>{REDOC_SCRIPT.read_text()}</script>"
+        f"<script>Redoc.init({spec}, {{}}, document.getElementById('redoc'))</script></body></html>"
     )
-    return Response(status_code=200, content_type="text/html", body=page)
 
 
 @app.not_found
@@ -52,12 +61,12 @@ def unknown_route(_exc):
 
 @lru_cache(maxsize=1)
 def _spec() -> str:
-    return app.get_openapi_json_schema(title=TITLE, version=VERSION)
+    return app.get_openapi_json_schema(title=TITLE, version=VERSION, security_schemes=SECURITY)
 
 
 @lru_cache(maxsize=1)
 def _routes() -> list[tuple[re.Pattern, list[str]]]:
-    paths = app.get_openapi_schema(title=TITLE, version=VERSION).paths or {}
+    paths = app.get_openapi_schema(title=TITLE, version=VERSION, security_schemes=SECURITY).paths or {}
     own = {"/docs": ["get"], "/redoc": ["get"], "/openapi.json": ["get"]}
     found = {
         path: [m for m in ("get", "put", "post", "delete", "patch") if getattr(item, m)] for path, item in paths.items()

@@ -53,7 +53,7 @@ def test_the_docs_pages_are_served(stack):
     assert (status, headers["Content-Type"]) == (200, "text/html")
     assert b"SwaggerUIBundle" in body
     status, _, body = stack.request("GET", "/redoc")
-    assert status == 200 and b"<redoc spec-url='openapi.json'>" in body
+    assert status == 200 and b"Redoc.init(" in body
     status, spec = stack.json("GET", "/openapi.json")
     assert status == 200 and "/fetch/status/{job_id}" in spec["paths"]
 
@@ -141,3 +141,13 @@ def test_a_port_in_use_is_reported(start_stack, fake_upstream, tmp_path):
     )
     assert result.returncode == 1
     assert "Address already in use" in result.stderr
+
+
+def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(start_stack, fake_upstream):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url, API_KEY="s3cret-key")
+    for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": "s3cret-ke"}, {"Authorization": "s3cret-key"}):
+        status, _, body = stack.request("POST", "/fetch?mode=sync", headers)
+        assert (status, json.loads(body)) == (403, {"message": "Forbidden"})
+    assert stack.request("POST", "/fetch?mode=sync", {"X-Api-Key": "s3cret-key"})[0] == 200
+    assert stack.json("GET", "/data")[0] == 200
+    assert stack.request("PUT", "/fetch")[0] == 405

@@ -143,10 +143,11 @@ def test_swagger_ui_is_served_inline():
     assert "SwaggerUIBundle" in response["body"] and "/fetch/status/{job_id}" in response["body"]
 
 
-def test_redoc_points_at_the_openapi_document():
+def test_redoc_is_served_inline_with_the_openapi_document():
     response = invoke("DocsFunction", load_event("get_redoc"))
     assert response["statusCode"] == 200
-    assert "<redoc spec-url='openapi.json'>" in response["body"]
+    assert "Redoc.init(" in response["body"] and "/fetch/status/{job_id}" in response["body"]
+    assert "src=" not in response["body"].split("<script>", 1)[0]
 
 
 def test_the_openapi_document_describes_every_route():
@@ -154,6 +155,8 @@ def test_the_openapi_document_describes_every_route():
     assert spec["info"]["title"] == "API aggregator"
     assert set(spec["paths"]) == {"/data", "/fetch", "/fetch/status/{job_id}"}
     assert "post" in spec["paths"]["/fetch"] and "get" in spec["paths"]["/data"]
+    assert spec["paths"]["/fetch"]["post"]["security"] == [{"apiKey": []}]
+    assert spec["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
     mode = spec["paths"]["/fetch"]["post"]["parameters"][0]
     assert mode["name"] == "mode" and mode["schema"]["enum"] == ["sync", "task"]
 
@@ -201,3 +204,59 @@ def test_within_the_freshness_window_the_last_success_answers(upstream, sqs, mon
         assert body(again) == body(first)
     assert upstream.requests == 1
     assert "Messages" not in sqs.client.receive_message(QueueUrl=sqs.url)
+
+
+def next_link(response):
+    links = (response.get("multiValueHeaders") or {}).get("Link")
+    return links[0] if links else None
+
+
+def test_data_pages_by_keyset_with_a_next_link_until_the_last_page(upstream):
+    sync_fetch()
+    first = invoke("ReadApiFunction", api_event("get_data", query={"limit": "40"}))
+    assert [p["id"] for p in body(first)] == list(range(1, 41))
+    assert next_link(first) == '</Prod/data?limit=40&after_id=40>; rel="next"'
+    last = invoke("ReadApiFunction", api_event("get_data", query={"limit": "40", "after_id": "80"}))
+    assert [p["id"] for p in body(last)] == list(range(81, 101))
+    assert next_link(last) is None
+
+
+def test_the_default_page_holds_jsonplaceholders_hundred_posts_without_a_link(upstream):
+    sync_fetch()
+    response = invoke("ReadApiFunction", load_event("get_data"))
+    assert len(body(response)) == 100 and next_link(response) is None
+
+
+def test_paging_keeps_the_user_filter(upstream):
+    sync_fetch()
+    response = invoke("ReadApiFunction", api_event("get_data", query={"user_id": "2", "limit": "4"}))
+    assert [p["id"] for p in body(response)] == [11, 12, 13, 14]
+    assert next_link(response) == '</Prod/data?limit=4&after_id=14&user_id=2>; rel="next"'
+
+
+def test_a_page_stops_before_a_lambda_response_grows_too_large(upstream):
+    big = "é" * 400_000
+    upstream.posts = [{"userId": 1, "id": i, "title": "t", "body": big} for i in range(1, 11)]
+    assert body(sync_fetch())["inserted"] == 10
+    response = invoke("ReadApiFunction", load_event("get_data"))
+    assert len(response["body"].encode()) < 6_000_000
+    assert [p["id"] for p in body(response)] == [1, 2, 3, 4, 5, 6]
+    assert body(response)[0]["body"] == big
+    assert next_link(response) == '</Prod/data?limit=100&after_id=6>; rel="next"'
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"limit": "0"},
+        {"limit": "1001"},
+        {"limit": "ten"},
+        {"after_id": "-1"},
+        {"after_id": "1e3"},
+        {"after_id": "9" * 25},
+    ],
+)
+def test_bad_paging_values_are_422_naming_the_field(query):
+    response = invoke("ReadApiFunction", api_event("get_data", query=query))
+    assert response["statusCode"] == 422
+    assert body(response)["detail"][0]["loc"] == ["query", next(iter(query))]

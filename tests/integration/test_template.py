@@ -98,3 +98,11 @@ def test_every_handler_in_the_template_exists():
     for function in TEMPLATE.functions.values():
         module, _, _ = function.handler.rpartition(".")
         assert (function.code_uri / f"{module}.py").is_file(), function.name
+
+
+def test_post_fetch_needs_the_usage_plans_api_key_and_reads_stay_open():
+    keyed = {(r.method, r.path) for r in TEMPLATE.routes if r.api_key_required}
+    assert keyed == {("POST", "/fetch")}
+    plan = RESOURCES["Api"]["Properties"]["Auth"]["UsagePlan"]
+    assert plan["CreateUsagePlan"] == "PER_API"
+    assert plan["Throttle"]["RateLimit"] > 0 and plan["Quota"]["Limit"] > 0

@@ -13,6 +13,7 @@ from aggregator.store import PostRow, Store
 POST_FIELDS = (("id", int), ("userId", int), ("title", str), ("body", str))
 MAX_ID = 2**63 - 1
 MAX_REASONS = 3
+MAX_POST_CHARS = 500_000  # title + body; any post must fit in one page of GET /data
 
 
 class RetryLater(Exception):
@@ -114,6 +115,8 @@ def _problem(record: dict) -> str | None:
             return f"'{name}' must be between 1 and {MAX_ID}"
         if kind is str and not value.isascii() and not _is_utf8(value):
             return f"'{name}' is not valid unicode"
+    if len(record["title"]) + len(record["body"]) > MAX_POST_CHARS:
+        return f"title and body are longer than {MAX_POST_CHARS} characters"
     return None
 
 

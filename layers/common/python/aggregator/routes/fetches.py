@@ -26,10 +26,12 @@ def _job(description: str) -> dict:
 
 @router.post(
     "/fetch",
+    security=[{"apiKey": []}],
     summary="Fetch posts from the upstream now (sync) or in the background (task)",
     responses={
         200: _job("sync: the finished job; or, either mode, the last success if it is fresher than MIN_FETCH_INTERVAL"),
         202: _job("task: the queued job, or the job in progress that this request joins; `Location` names its status"),
+        403: {"description": "No valid `x-api-key` (API Gateway answers `{message: Forbidden}`)"},
         422: ERROR_RESPONSES[422],
         502: _job("sync: the upstream failed; the body is the failed job"),
         503: error_response("task: the job could not be queued"),

@@ -2,27 +2,65 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
+from urllib.parse import urlencode
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from aggregator.api import ERROR_RESPONSES, NotFoundError
+from aggregator.api import ERROR_RESPONSES, NotFoundError, public_path
 from aggregator.config import settings
 from aggregator.models import Job, Post
 from aggregator.store import open_store
 
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 MAX_ID = 2**63 - 1
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_PAGE_BYTES = 5_000_000  # a Lambda response must stay under 6 MB
 
 router = Router()
 
 
-@router.get("/data", summary="List stored posts, ordered by id", responses={422: ERROR_RESPONSES[422]})
+@router.get(
+    "/data",
+    summary="List stored posts, ordered by id, a page at a time",
+    description=(
+        f"At most `limit` posts (and at most {MAX_PAGE_BYTES // 1_000_000} MB) with ids above `after_id`. "
+        'While more remain, `Link: <...>; rel="next"` names the next page.'
+    ),
+    responses={
+        200: {"description": "A page of posts", "content": {"application/json": {"model": list[Post]}}},
+        422: ERROR_RESPONSES[422],
+    },
+)
 def list_posts(
     user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this user's posts")] = None,
-) -> list[Post]:
-    return open_store(settings().db_path).list_posts(user_id=user_id)
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Posts per page")] = DEFAULT_LIMIT,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Start after this post id")] = 0,
+):
+    posts = open_store(settings().db_path).list_posts(user_id=user_id, after_id=after_id, limit=limit + 1)
+    body, count = page_json(posts[:limit])
+    headers = {}
+    if count < len(posts):
+        query = {"limit": limit, "after_id": posts[count - 1]["id"]} | ({"user_id": user_id} if user_id else {})
+        headers["Link"] = f'<{public_path(router.current_event, "/data")}?{urlencode(query)}>; rel="next"'
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+def page_json(posts: list[dict]) -> tuple[str, int]:
+    """The first posts as a JSON list of at most MAX_PAGE_BYTES (never fewer than one), and their number."""
+    parts: list[str] = []
+    size = 2
+    for post in posts:
+        text = json.dumps(post, ensure_ascii=False, separators=(",", ":"))
+        size += len(text.encode()) + 1
+        if parts and size > MAX_PAGE_BYTES:
+            break
+        parts.append(text)
+    return "[" + ",".join(parts) + "]", len(parts)
 
 
 @router.get("/fetch/status/<job_id>", summary="Read a fetch job's record", responses=ERROR_RESPONSES)
