@@ -46,6 +46,7 @@ class SampleUpstream:
     def __init__(self, count: int = 100, *, page_size: int = 0, host: str = "127.0.0.1", port: int = 0):
         self.posts = make_posts(count)
         self.page_size = page_size
+        self.delay = 0.0  # seconds before each answer
         self.requests = 0
         self._script: deque[Scripted] = deque()
         self._server = QuietHTTPServer((host, port), _handler_for(self))
@@ -100,8 +101,8 @@ def _handler_for(upstream: SampleUpstream) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             reply = upstream.answer(self.path)
-            if reply.delay:
-                time.sleep(reply.delay)
+            if reply.delay or upstream.delay:
+                time.sleep(reply.delay or upstream.delay)
             body = reply.body
             if not isinstance(body, (bytes, str)):
                 body = json.dumps(body)
