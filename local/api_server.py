@@ -86,7 +86,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         self.server.report(self.command, self.path, status, time.perf_counter() - started, function)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+    def __getattr__(self, name: str):
+        """Every method, even one HTTP does not define, goes to the routes (ANY catches it), as in API Gateway."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, *_args) -> None:
         pass

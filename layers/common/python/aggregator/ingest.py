@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 
 from aggregator import jobs, upstream
 from aggregator.config import Settings
-from aggregator.models import FetchMode, JobStatus
+from aggregator.models import MAX_ID, FetchMode, JobStatus
 from aggregator.store import PostRow, Store
 
 POST_FIELDS = (("id", int), ("userId", int), ("title", str), ("body", str))
-MAX_ID = 2**63 - 1
 MAX_REASONS = 3
 MAX_POST_CHARS = 500_000  # title + body; any post must fit in one page of GET /data
 

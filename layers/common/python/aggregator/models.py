@@ -21,6 +21,7 @@ class FetchMode(StrEnum):
 
 
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+MAX_ID = 2**53 - 1  # the largest integer every JSON client (JavaScript included) reads exactly
 
 
 class Post(BaseModel):

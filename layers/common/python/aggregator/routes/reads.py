@@ -12,11 +12,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from aggregator.api import ERROR_RESPONSES, NotFoundError, public_path
 from aggregator.config import settings
-from aggregator.models import Job, Post
+from aggregator.models import MAX_ID, Job, Post
 from aggregator.store import open_store
 
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-MAX_ID = 2**63 - 1
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_PAGE_BYTES = 5_000_000  # a Lambda response must stay under 6 MB
@@ -63,7 +62,11 @@ def page_json(posts: list[dict]) -> tuple[str, int]:
     return "[" + ",".join(parts) + "]", len(parts)
 
 
-@router.get("/fetch/status/<job_id>", summary="Read a fetch job's record", responses=ERROR_RESPONSES)
+@router.get(
+    "/fetch/status/<job_id>",
+    summary="Read a fetch job's record",
+    responses={200: {"description": "The job", "content": {"application/json": {"model": Job}}}, **ERROR_RESPONSES},
+)
 def job_status(job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's UUID")]) -> Job:
     job = open_store(settings().db_path).get_job(job_id)
     if job is None:
