@@ -21,13 +21,21 @@ from local.sample_upstream import SampleUpstream
 ROOT = Path(__file__).resolve().parents[2]
 
 
+HARNESS_SETTINGS = ("UPSTREAM_URL", "UPSTREAM_TIMEOUT", "UPSTREAM_ATTEMPTS", "DB_PATH", "QUEUE_URL", "AWS_ENDPOINT_URL")
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment without the settings the unit tests' fixtures put in it."""
+    return {k: v for k, v in os.environ.items() if k not in HARNESS_SETTINGS}
+
+
 class RunningStack:
     def __init__(self, env: dict[str, str]):
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-X", "faulthandler", "-m", "local"],
             cwd=ROOT,
-            env={**os.environ, "PORT": "0", **env},
+            env={**user_environment(), "PORT": "0", **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

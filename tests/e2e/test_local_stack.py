@@ -1,7 +1,6 @@
 """The local stack end to end: real HTTP, moto as the cloud, the poller, the schedule, SQLite."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import boto3
 import pytest
 
 from aggregator.store import Store
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import ROOT, user_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +118,7 @@ def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, s
     result = subprocess.run(
         [sys.executable, "-m", "local"],
         cwd=ROOT,
-        env={**os.environ, "PORT": "0", "DB_PATH": str(tmp_path / "x.db"), **env},
+        env={**user_environment(), "PORT": "0", "DB_PATH": str(tmp_path / "x.db"), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -134,7 +133,7 @@ def test_a_port_in_use_is_reported(start_stack, fake_upstream, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "local"],
         cwd=ROOT,
-        env={**os.environ, "PORT": port, "DB_PATH": str(tmp_path / "other.db")},
+        env={**user_environment(), "PORT": port, "DB_PATH": str(tmp_path / "other.db")},
         capture_output=True,
         text=True,
         timeout=60,
@@ -151,3 +150,16 @@ def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(start_stack, f
     assert stack.request("POST", "/fetch?mode=sync", {"X-Api-Key": "s3cret-key"})[0] == 200
     assert stack.json("GET", "/data")[0] == 200
     assert stack.request("PUT", "/fetch")[0] == 405
+
+
+def test_upstream_faults_through_the_stack(stack, fake_upstream):
+    fake_upstream.then_respond(503, {}, {"Retry-After": "0"})
+    status, job = stack.json("POST", "/fetch?mode=sync")
+    assert (status, job["status"]) == (200, "succeeded")  # retried once, then fetched
+    fake_upstream.then_respond(200, "<html>not json</html>")
+    status, job = stack.json("POST", "/fetch?mode=sync")
+    assert (status, job["status"]) == (502, "failed") and "not JSON" in job["error"]
+    fake_upstream.then_respond(200, [{"userId": 1, "id": 1, "title": None, "body": "b"}, *fake_upstream.posts[1:]])
+    status, job = stack.json("POST", "/fetch?mode=sync")
+    assert (status, job["rejected"], job["unchanged"]) == (200, 1, 99)
+    assert stack.json("GET", "/data?limit=1")[1][0]["title"] == "post 1 title"  # the rejected version is not stored
