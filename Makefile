@@ -19,6 +19,9 @@ test: install tools lint validate
 unit: install
 	$(BIN)/pytest tests/unit tests/integration
 
+bench: install
+	$(BIN)/python -m bench.run
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

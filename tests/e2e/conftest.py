@@ -1,101 +1,11 @@
-"""The local stack as a user runs it: `python -m local` in a subprocess, driven over real HTTP."""
-
-from __future__ import annotations
-
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
+"""Fixtures that start the local stack in a subprocess and stop it after the test."""
 
 import pytest
 
+from local.process import ROOT, RunningStack, user_environment
 from local.sample_upstream import SampleUpstream
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-HARNESS_SETTINGS = ("UPSTREAM_URL", "UPSTREAM_TIMEOUT", "UPSTREAM_ATTEMPTS", "DB_PATH", "QUEUE_URL", "AWS_ENDPOINT_URL")
-
-
-def user_environment() -> dict[str, str]:
-    """This process's environment without the settings the unit tests' fixtures put in it."""
-    return {k: v for k, v in os.environ.items() if k not in HARNESS_SETTINGS}
-
-
-class RunningStack:
-    def __init__(self, env: dict[str, str]):
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "local"],
-            cwd=ROOT,
-            env={**user_environment(), "PORT": "0", **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(60):
-            self.stop()
-            raise RuntimeError("local stack did not start:\n" + "\n".join(self.lines))
-        self.url = re.search(r"api\s+(http://\S+)", self.output).group(1)
-        self.cloud_url = re.search(r"moto at (http://[^:]+:\d+)", self.output).group(1)
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("Ready."):
-                self._ready.set()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def request(self, method: str, path: str, headers: dict | None = None):
-        """(status, headers, body) of one request over a real socket."""
-        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
-
-    def json(self, method: str, path: str):
-        status, _, body = self.request(method, path)
-        return status, json.loads(body)
-
-    def wait_for_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.json("GET", f"/fetch/status/{job_id}")[1]
-            if job["status"] in statuses:
-                return job
-            time.sleep(0.02)
-        raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
-
-    def wait_for_output(self, text: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not printed within {timeout} s:\n{self.output}")
-            time.sleep(0.02)
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.send_signal(signal.SIGABRT)  # faulthandler prints where it hung
-                self.process.wait()
-        return self.process.returncode
+__all__ = ["ROOT", "user_environment"]
 
 
 @pytest.fixture

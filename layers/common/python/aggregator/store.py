@@ -15,7 +15,6 @@ from typing import NamedTuple
 PRAGMAS = """
 PRAGMA journal_mode = DELETE;
 PRAGMA synchronous = FULL;
-PRAGMA cache_size = -65536;
 """
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
@@ -52,10 +51,33 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
 )
 """
 STAGE_POST = "INSERT OR REPLACE INTO temp.incoming (id, user_id, title, body) VALUES (?, ?, ?, ?)"
-MERGE_STAGED = """
-INSERT INTO posts (id, user_id, title, body) SELECT id, user_id, title, body FROM temp.incoming WHERE true
-ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, title = excluded.title, body = excluded.body
-WHERE (user_id, title, body) IS NOT (excluded.user_id, excluded.title, excluded.body)
+UPDATE_FROM_STAGED = """
+UPDATE posts SET user_id = s.user_id, title = s.title, body = s.body FROM temp.incoming AS s
+WHERE posts.id = s.id AND (posts.user_id, posts.title, posts.body) IS NOT (s.user_id, s.title, s.body)
+"""
+INSERT_NEW_STAGED = (
+    "INSERT OR IGNORE INTO posts (id, user_id, title, body) SELECT id, user_id, title, body FROM temp.incoming"
+)
+# A page of posts as one JSON list, built by SQLite; with its size in bytes, count and last id.
+PAGE_JSON = """
+SELECT page, length(CAST(page AS BLOB)), n, last_id FROM (
+    SELECT json_group_array(json(post)) AS page, count(*) AS n, max(id) AS last_id FROM (
+        SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body) AS post
+        FROM posts WHERE {where} ORDER BY id LIMIT ?
+    )
+)
+"""
+# The same page cut at a byte budget (the first post always stays): only needed for very large posts.
+PAGE_JSON_WITHIN_BYTES = """
+WITH sized AS (
+    SELECT id, post, row_number() OVER win AS n, sum(length(CAST(post AS BLOB)) + 1) OVER win AS bytes FROM (
+        SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body) AS post
+        FROM posts WHERE {where} ORDER BY id LIMIT ?
+    ) WINDOW win AS (ORDER BY id)
+)
+SELECT '[' || group_concat(post, ',') || ']', 0, count(*), max(id) FROM (
+    SELECT id, post FROM sized WHERE n = 1 OR bytes + 1 <= ? ORDER BY id
+)
 """
 JOB_COLUMNS = (
     "job_id, mode, status, created_at, started_at, finished_at, fetched, inserted, updated, unchanged, rejected, error"
@@ -65,6 +87,13 @@ COUNT_COLUMNS = ("fetched", "inserted", "updated", "unchanged", "rejected")
 BUSY_TIMEOUT_SECONDS = 30.0
 
 PostRow = tuple[int, int, str, str]
+
+
+class PostsPage(NamedTuple):
+    json: str
+    count: int
+    last_id: int | None
+    more: bool
 
 
 class Merge(NamedTuple):
@@ -114,23 +143,42 @@ class Store:
         iterating `pages` writes nothing.
         """
         self._db.execute(STAGING)
-        self._db.execute("DELETE FROM temp.incoming")
         try:
+            self._db.execute("BEGIN")  # touches only the private temp table: no lock on the shared file
+            self._db.execute("DELETE FROM temp.incoming")
             for page in pages:
                 self._db.executemany(STAGE_POST, page)
             staged = self._db.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
+            self._db.execute("COMMIT")
             with self._transaction():
-                before = self.count_posts()
-                changes = self._db.total_changes
-                self._db.execute(MERGE_STAGED)
-                inserted = self.count_posts() - before
-                changed = self._db.total_changes - changes
+                updated = self._db.execute(UPDATE_FROM_STAGED).rowcount
+                inserted = self._db.execute(INSERT_NEW_STAGED).rowcount
         finally:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             self._db.execute("DELETE FROM temp.incoming")
-        return Merge(staged, inserted, changed - inserted)
+        return Merge(staged, inserted, updated)
 
     def count_posts(self) -> int:
         return self._db.execute("SELECT count(*) FROM posts").fetchone()[0]
+
+    def page_of_posts_json(self, *, user_id: int | None, after_id: int, limit: int, max_bytes: int) -> PostsPage:
+        """Up to `limit` posts after `after_id` as one JSON list, built by SQLite, of at most `max_bytes`
+        (yet never fewer than one post), and whether more posts follow."""
+        where, args = "id > ?", [after_id]
+        if user_id is not None:
+            where, args = where + " AND user_id = ?", [*args, user_id]
+        text, size, count, last_id = self._db.execute(PAGE_JSON.format(where=where), (*args, limit)).fetchone()
+        if size > max_bytes:
+            sql = PAGE_JSON_WITHIN_BYTES.format(where=where)
+            text, _, count, last_id = self._db.execute(sql, (*args, limit, max_bytes)).fetchone()
+        more = (
+            count > 0
+            and self._db.execute(
+                f"SELECT EXISTS (SELECT 1 FROM posts WHERE {where} AND id > ?)", (*args, last_id)
+            ).fetchone()[0]
+        )
+        return PostsPage(text, count, last_id, bool(more))
 
     def list_posts(self, *, user_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[dict]:
         sql = "SELECT id, user_id, title, body FROM posts WHERE id > ?"

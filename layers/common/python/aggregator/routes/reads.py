@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -40,26 +39,13 @@ def list_posts(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Posts per page")] = DEFAULT_LIMIT,
     after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Start after this post id")] = 0,
 ):
-    posts = open_store(settings().db_path).list_posts(user_id=user_id, after_id=after_id, limit=limit + 1)
-    body, count = page_json(posts[:limit])
+    store = open_store(settings().db_path)
+    page = store.page_of_posts_json(user_id=user_id, after_id=after_id, limit=limit, max_bytes=MAX_PAGE_BYTES)
     headers = {}
-    if count < len(posts):
-        query = {"limit": limit, "after_id": posts[count - 1]["id"]} | ({"user_id": user_id} if user_id else {})
+    if page.more:
+        query = {"limit": limit, "after_id": page.last_id} | ({"user_id": user_id} if user_id else {})
         headers["Link"] = f'<{public_path(router.current_event, "/data")}?{urlencode(query)}>; rel="next"'
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
-
-
-def page_json(posts: list[dict]) -> tuple[str, int]:
-    """The first posts as a JSON list of at most MAX_PAGE_BYTES (never fewer than one), and their number."""
-    parts: list[str] = []
-    size = 2
-    for post in posts:
-        text = json.dumps(post, ensure_ascii=False, separators=(",", ":"))
-        size += len(text.encode()) + 1
-        if parts and size > MAX_PAGE_BYTES:
-            break
-        parts.append(text)
-    return "[" + ",".join(parts) + "]", len(parts)
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=page.json, headers=headers)
 
 
 @router.get(
