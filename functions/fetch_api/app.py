@@ -3,6 +3,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 
 from aggregator.api import resolver
+from aggregator.metrics import metrics
 from aggregator.observability import logger
 from aggregator.routes import fetches
 
@@ -10,5 +11,6 @@ app = resolver(fetches.router)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
 def lambda_handler(event, context):
     return app.resolve(event, context)

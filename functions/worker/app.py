@@ -5,6 +5,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from aggregator import ingest, queue
 from aggregator.config import settings
+from aggregator.metrics import metrics, record_fetch
 from aggregator.models import FINISHED
 from aggregator.observability import logger
 from aggregator.store import open_store
@@ -33,10 +34,12 @@ def run_record(record: SQSRecord) -> None:
     logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
     job = ingest.run_job(store, config, job_id, last_attempt=last).job
     logger.info("job finished", extra={"job": job})
+    record_fetch(job)
     if job["status"] != "succeeded":
         raise JobFailed(job["error"])
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def lambda_handler(event, context):
     return process_partial_response(event=event, record_handler=run_record, processor=processor, context=context)

@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aggregator import ingest, queue
 from aggregator.api import ERROR_RESPONSES, error, error_response, public_path
 from aggregator.config import settings
+from aggregator.metrics import record_fetch
 from aggregator.models import Job
 from aggregator.observability import logger
 from aggregator.store import open_store
@@ -50,6 +51,8 @@ def fetch(
     logger.info("sync fetch answered", extra={"outcome": outcome.claim, "job": job})
     if outcome.claim == "joined":
         return _job_response(202, job, "joined")
+    if outcome.claim == "started":
+        record_fetch(job)
     status = 200 if job["status"] == "succeeded" else 504 if outcome.timed_out else 502
     return _job_response(status, job, outcome.claim)
 
