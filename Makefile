@@ -4,16 +4,19 @@
 PYTHON ?= python3
 VENV := .venv
 TOOLS := .tools
+CHECKOV := .checkov
 BIN := $(VENV)/bin
+# sam build needs the Lambda runtime's Python (3.13) on PATH; pyenv keeps one here.
+PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) $(patsubst %/,%,$(dir $(shell command -v python3.13 2>/dev/null))))
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test unit lint format validate bench build deploy install tools clean
+.PHONY: run test unit lint format validate security bench build deploy install tools clean
 
 run: install
 	$(BIN)/python -m local $(if $(UPSTREAM),--upstream $(UPSTREAM))
 
-test: install tools lint validate
+test: install tools lint validate security build
 	$(BIN)/pytest
 
 unit: install
@@ -34,8 +37,12 @@ validate: tools
 	$(TOOLS)/bin/sam validate --lint
 	$(TOOLS)/bin/cfn-lint template.yaml
 
+security: $(CHECKOV)/bin/.installed
+	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet
+
 build: tools
-	$(TOOLS)/bin/sam build
+	@test -n "$(PY313)" || { echo "sam build needs python3.13 on PATH (pyenv install 3.13)"; exit 1; }
+	PATH="$(PY313):$$PATH" $(TOOLS)/bin/sam build
 
 deploy: build
 	$(TOOLS)/bin/sam deploy --guided
@@ -55,5 +62,11 @@ $(TOOLS)/bin/.installed: requirements-tools.txt
 	$(TOOLS)/bin/pip install --quiet -r requirements-tools.txt
 	touch $@
 
+$(CHECKOV)/bin/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV)/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) .aws-sam .pytest_cache .ruff_cache
