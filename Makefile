@@ -38,7 +38,7 @@ validate: tools
 	$(TOOLS)/bin/cfn-lint template.yaml
 
 security: $(CHECKOV)/bin/.installed
-	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet
+	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 build: tools
 	@test -n "$(PY313)" || { echo "sam build needs python3.13 on PATH (pyenv install 3.13)"; exit 1; }

@@ -32,18 +32,24 @@ def test_nfs_flows_only_between_the_functions_and_efs():
         (2049, "EfsSecurityGroup"),
     }
     ingress = props("EfsIngressFromFunctions")
-    assert (ingress["FromPort"], ingress["ToPort"], ingress["SourceSecurityGroupId"]) == (
-        2049,
-        2049,
-        {"Ref": "FunctionSecurityGroup"},
-    )
+    assert (ingress["FromPort"], ingress["ToPort"]) == (2049, 2049)
+    assert ingress["SourceSecurityGroupId"]["Fn::If"][1] == {"Ref": "FunctionSecurityGroup"}
     assert "SecurityGroupIngress" not in props("EfsSecurityGroup")
 
 
 def test_only_functions_that_need_efs_or_the_internet_are_in_the_vpc():
     assert "VpcConfig" not in props("DocsFunction")
     for name in EFS_FUNCTIONS:
-        assert props(name)["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "FunctionSecurityGroup"}]
+        assert props(name)["VpcConfig"]["SecurityGroupIds"] == [
+            {
+                "Fn::If": [
+                    "CreateFunctionSecurityGroup",
+                    {"Ref": "FunctionSecurityGroup"},
+                    {"Ref": "ExistingFunctionSecurityGroupId"},
+                ]
+            }
+        ]
+    assert RESOURCES["FunctionSecurityGroup"]["Condition"] == "CreateFunctionSecurityGroup"
 
 
 def test_efs_is_encrypted_backed_up_and_reached_through_one_access_point():
