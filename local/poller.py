@@ -8,16 +8,16 @@ the dead-letter queue once it has been received `maxReceiveCount` times.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 
 from local.runtime import FunctionRuntime
+from local.serving import BackgroundLoop
 
 WAIT_SECONDS = 1  # long-poll window; also how soon the poller notices it should stop
 
 
-class QueuePoller:
+class QueuePoller(BackgroundLoop):
     def __init__(
         self,
         sqs,
@@ -26,28 +26,19 @@ class QueuePoller:
         batch_size: int,
         report: Callable[[list[dict], set[str], float], None],
     ):
+        super().__init__(f"poll-{runtime.function.name}")
         self.sqs, self.queue, self.runtime = sqs, queue, runtime
         self.batch_size = min(batch_size, 10)
         self.report = report
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"poll-{runtime.function.name}", daemon=True)
-
-    def start(self) -> QueuePoller:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=WAIT_SECONDS + 5)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self.poll_once()
             except Exception as exc:  # the emulator must outlive a failed poll, as Lambda's poller does
-                if not self._stop.is_set():
+                if not self._stopping.is_set():
                     print(f"poller: {type(exc).__name__}: {exc}", flush=True)
-                    self._stop.wait(1)
+                    self._stopping.wait(1)
 
     def poll_once(self) -> None:
         messages = self.sqs.receive_message(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
 from local.runtime import FunctionRuntime
+from local.serving import BackgroundLoop
 
 UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
@@ -28,23 +28,14 @@ def rate_seconds(expression: str) -> float:
     return int(match.group(1)) * units[match.group(2)]
 
 
-class Scheduler:
+class Scheduler(BackgroundLoop):
     def __init__(self, runtime: FunctionRuntime, expression: str, report):
+        super().__init__(f"schedule-{runtime.function.name}")
         self.runtime, self.expression, self.report = runtime, expression, report
         self.interval = rate_seconds(expression)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"schedule-{runtime.function.name}", daemon=True)
-
-    def start(self) -> Scheduler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stopping.wait(self.interval):
             started = time.perf_counter()
             try:
                 result, error = self.runtime.invoke(scheduled_event(self.runtime.function.name)), None

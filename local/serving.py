@@ -22,3 +22,24 @@ class QuietHTTPServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+class BackgroundLoop:
+    """A daemon thread running `_run` until `stop()`; `_stopping` tells the loop when to end."""
+
+    join_seconds = 10.0
+
+    def __init__(self, name: str):
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=self.join_seconds)
+
+    def _run(self) -> None:
+        raise NotImplementedError
