@@ -30,6 +30,7 @@ def test_readers_during_a_fetch_see_the_data_before_or_after_it_never_half(tmp_p
     writer = threading.Thread(target=lambda: ingest.fetch_now(Store(path), paged(upstream)))
     reader = Store(path)
     seen = set()
+
     def look():
         posts = reader.list_posts()
         seen.add((len(posts), {p["title"] == "v2" for p in posts[:100]} == {len(posts) == 150}))
