@@ -21,6 +21,7 @@ class FetchMode(StrEnum):
 
 
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # a job id: a lower-case UUID
 MAX_ID = 2**53 - 1  # the largest integer every JSON client (JavaScript included) reads exactly
 
 

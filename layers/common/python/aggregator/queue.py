@@ -8,11 +8,11 @@ from functools import lru_cache
 
 from aggregator import jobs
 from aggregator.config import Settings
-from aggregator.models import JobStatus
+from aggregator.models import JOB_ID_PATTERN, JobStatus
 from aggregator.store import Store
 
 MESSAGE_GROUP = "fetch-jobs"
-JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 class QueueError(Exception):

@@ -11,10 +11,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from aggregator.api import ERROR_RESPONSES, NotFoundError, public_path
 from aggregator.config import settings
-from aggregator.models import MAX_ID, Job, Post
+from aggregator.models import JOB_ID_PATTERN, MAX_ID, Job, Post
 from aggregator.store import open_store
 
-JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_PAGE_BYTES = 5_000_000  # a Lambda response must stay under 6 MB
