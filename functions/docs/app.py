@@ -1,6 +1,7 @@
 """The API's documents (/docs, /redoc, /openapi.json) and its answer to unknown routes (404, 405)."""
 
 import html
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,7 @@ from aggregator.api import error, resolver
 from aggregator.observability import logger
 from aggregator.routes import fetches, reads
 
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 TITLE = "API aggregator"
 VERSION = "1.0.0"
 REDOC_SCRIPT = Path(__file__).parent / "redoc" / "redoc.standalone.js"  # ReDoc 2.5.4, MIT; served inline
@@ -20,8 +22,8 @@ REDOC_SCRIPT = Path(__file__).parent / "redoc" / "redoc.standalone.js"  # ReDoc 
 SECURITY = {"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)}  # the usage plan's key, for POST /fetch
 
 app = resolver(reads.router, fetches.router)
-app.configure_openapi(title=TITLE, version=VERSION, security_schemes=SECURITY)
-app.enable_swagger(path="/docs", title=TITLE, version=VERSION, security_schemes=SECURITY)
+app.configure_openapi(title=TITLE, version=VERSION, security_schemes=SECURITY)  # read by all that follows
+app.enable_swagger(path="/docs")
 
 
 @app.get("/openapi.json", include_in_schema=False)
@@ -61,16 +63,14 @@ def unknown_route(_exc):
 
 @lru_cache(maxsize=1)
 def _spec() -> str:
-    return app.get_openapi_json_schema(title=TITLE, version=VERSION, security_schemes=SECURITY)
+    return app.get_openapi_json_schema()
 
 
 @lru_cache(maxsize=1)
 def _routes() -> list[tuple[re.Pattern, list[str]]]:
-    paths = app.get_openapi_schema(title=TITLE, version=VERSION, security_schemes=SECURITY).paths or {}
+    """Each documented path as a pattern, with its methods: read from the one spec already built."""
     own = {"/docs": ["get"], "/redoc": ["get"], "/openapi.json": ["get"]}
-    found = {
-        path: [m for m in ("get", "put", "post", "delete", "patch") if getattr(item, m)] for path, item in paths.items()
-    }
+    found = {path: [m for m in item if m in HTTP_METHODS] for path, item in json.loads(_spec())["paths"].items()}
     return [(re.compile(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(p))), m) for p, m in (found | own).items()]
 
 
