@@ -58,22 +58,22 @@ WHERE posts.id = s.id AND (posts.user_id, posts.title, posts.body) IS NOT (s.use
 INSERT_NEW_STAGED = (
     "INSERT OR IGNORE INTO posts (id, user_id, title, body) SELECT id, user_id, title, body FROM temp.incoming"
 )
+# The candidate posts of a page, each as a JSON object; {where} is a fixed clause with ? parameters.
+PAGE_POSTS = """
+SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body) AS post
+FROM posts WHERE {where} ORDER BY id LIMIT ?
+"""
 # A page of posts as one JSON list, built by SQLite; with its size in bytes, count and last id.
 PAGE_JSON = """
 SELECT page, length(CAST(page AS BLOB)), n, last_id FROM (
-    SELECT json_group_array(json(post)) AS page, count(*) AS n, max(id) AS last_id FROM (
-        SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body) AS post
-        FROM posts WHERE {where} ORDER BY id LIMIT ?
-    )
+    SELECT json_group_array(json(post)) AS page, count(*) AS n, max(id) AS last_id FROM ({posts})
 )
 """
 # The same page cut at a byte budget (the first post always stays): only needed for very large posts.
 PAGE_JSON_WITHIN_BYTES = """
 WITH sized AS (
-    SELECT id, post, row_number() OVER win AS n, sum(length(CAST(post AS BLOB)) + 1) OVER win AS bytes FROM (
-        SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body) AS post
-        FROM posts WHERE {where} ORDER BY id LIMIT ?
-    ) WINDOW win AS (ORDER BY id)
+    SELECT id, post, row_number() OVER win AS n, sum(length(CAST(post AS BLOB)) + 1) OVER win AS bytes
+    FROM ({posts}) WINDOW win AS (ORDER BY id)
 )
 SELECT '[' || group_concat(post, ',') || ']', 0, count(*), max(id) FROM (
     SELECT id, post FROM sized WHERE n = 1 OR bytes + 1 <= ? ORDER BY id
@@ -168,9 +168,10 @@ class Store:
         where, args = "id > ?", [after_id]
         if user_id is not None:
             where, args = where + " AND user_id = ?", [*args, user_id]
-        text, size, count, last_id = self._db.execute(PAGE_JSON.format(where=where), (*args, limit)).fetchone()
+        posts = PAGE_POSTS.format(where=where)
+        text, size, count, last_id = self._db.execute(PAGE_JSON.format(posts=posts), (*args, limit)).fetchone()
         if size > max_bytes:
-            sql = PAGE_JSON_WITHIN_BYTES.format(where=where)
+            sql = PAGE_JSON_WITHIN_BYTES.format(posts=posts)
             text, _, count, last_id = self._db.execute(sql, (*args, limit, max_bytes)).fetchone()
         more = (
             count > 0
