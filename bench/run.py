@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from local.process import RunningStack, user_environment
+from tests.running_stack import RunningStack, user_environment
 from local.runtime import LambdaContext, load_handler
 from local.template import ROOT, load
 

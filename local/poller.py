@@ -1,35 +1,70 @@
 """Lambda's SQS event source mapping: long-poll, invoke the function with a batch, delete what succeeded.
 
-Records named in `batchItemFailures` (or the whole batch, if the function raises) stay on the
-queue and come back after the visibility timeout; the queue's redrive policy moves a message to
-the dead-letter queue once it has been received `maxReceiveCount` times.
+Up to `MaximumConcurrency` batches run at once. Records named in `batchItemFailures` (the whole batch
+if the invocation fails or times out) stay on the queue; the queue's redrive policy moves a message
+to the dead-letter queue once it has been received `maxReceiveCount` times. A failed delivery comes
+back after `retry_delay` seconds instead of the queue's whole visibility timeout, so local retries
+are quick while a running delivery is never handed out twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
+import json
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from local.runtime import FunctionRuntime
-from local.serving import BackgroundLoop
+from local.instance import InvokeResult
+from local.pool import FunctionPool, Throttled
 
-WAIT_SECONDS = 1  # long-poll window; also how soon the poller notices it should stop
+WAIT_SECONDS = 1  # long-poll window; also how soon a poller notices it should stop
 
 
-class QueuePoller(BackgroundLoop):
+@dataclass(frozen=True)
+class Delivery:
+    message: dict[str, Any]
+    failed: bool
+
+    @property
+    def attempt(self) -> int:
+        return int(self.message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+
+
+Report = Callable[[list[Delivery], InvokeResult | None], None]
+
+
+class QueuePoller:
     def __init__(
         self,
-        sqs,
-        queue: dict,
-        runtime: FunctionRuntime,
+        sqs: Any,
+        queue: dict[str, str],
+        pool: FunctionPool,
+        *,
         batch_size: int,
-        report: Callable[[list[dict], set[str], float], None],
+        concurrency: int,
+        retry_delay: int | None,
+        report: Report,
     ):
-        super().__init__(f"poll-{runtime.function.name}")
-        self.sqs, self.queue, self.runtime = sqs, queue, runtime
+        self.sqs, self.queue, self.pool = sqs, queue, pool
         self.batch_size = min(batch_size, 10)
-        self.report = report
+        self.retry_delay, self.report = retry_delay, report
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"poll-{pool.name}-{n}", daemon=True) for n in range(concurrency)
+        ]
+
+    def start(self) -> QueuePoller:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = WAIT_SECONDS + 1) -> None:
+        """Stop polling; a batch being processed may finish within `timeout` seconds."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -50,26 +85,43 @@ class QueuePoller(BackgroundLoop):
         ).get("Messages", [])
         if not messages:
             return
-        started = time.perf_counter()
-        failed = self._invoke(messages)
-        done = [m for m in messages if m["MessageId"] not in failed]
+        failed, result = self._invoke(messages)
+        deliveries = [Delivery(m, m["MessageId"] in failed) for m in messages]
+        self._settle(deliveries)
+        self.report(deliveries, result)
+
+    def _invoke(self, messages: list[dict[str, Any]]) -> tuple[set[str], InvokeResult | None]:
+        """The ids of the messages that failed, and the invocation (None if it was throttled)."""
+        every = {m["MessageId"] for m in messages}
+        try:
+            result = self.pool.invoke(json.dumps(self.sqs_event(messages)).encode())
+        except Throttled:
+            return every, None
+        if not result.ok or result.response is None:
+            return every, result
+        answer = json.loads(result.response)
+        failures = answer.get("batchItemFailures", []) if isinstance(answer, dict) else []
+        named = {f.get("itemIdentifier") for f in failures if isinstance(f, dict)}
+        return (named if named <= every else every), result  # an unknown id fails the batch, as Lambda does
+
+    def _settle(self, deliveries: list[Delivery]) -> None:
+        done = [d.message for d in deliveries if not d.failed]
         if done:
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue["url"],
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
-        self.report(messages, failed, time.perf_counter() - started)
+        retry = [d.message for d in deliveries if d.failed]
+        if retry and self.retry_delay is not None:
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue["url"],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": self.retry_delay}
+                    for i, m in enumerate(retry)
+                ],
+            )
 
-    def _invoke(self, messages: list[dict]) -> set[str]:
-        """The ids of the messages that failed."""
-        try:
-            result = self.runtime.invoke(self.sqs_event(messages))
-            return {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
-        except Exception as exc:
-            print(f"{self.runtime.function.name} raised {type(exc).__name__}: {exc}", flush=True)
-            return {m["MessageId"] for m in messages}
-
-    def sqs_event(self, messages: list[dict]) -> dict:
+    def sqs_event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         region = self.queue["arn"].split(":")[3]
         return {
             "Records": [
@@ -89,7 +141,7 @@ class QueuePoller(BackgroundLoop):
         }
 
 
-def _lambda_attributes(attributes: dict) -> dict:
+def _lambda_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     """SQS's MessageAttributes in the shape Lambda's SQS event uses."""
     return {
         name: {

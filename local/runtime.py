@@ -1,17 +1,14 @@
-"""Lambda's Python runtime, in-process: load a function's handler and invoke it with a context."""
+"""A function's handler called in this process, with a context like Lambda's: for tests and benchmarks
+that measure the handler alone. The local stack runs functions in processes of their own (instance.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from local.template import Function
 
 
 @dataclass
@@ -49,21 +46,3 @@ def load_handler(code_uri: Path, handler: str, name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return getattr(module, function_name)
-
-
-class FunctionRuntime:
-    """One function's handler, invoked one event at a time, as one Lambda instance would.
-
-    Functions that share module-level state (Powertools' resolvers share the current
-    event) must share a lock too.
-    """
-
-    def __init__(self, function: Function, lock: threading.Lock | None = None):
-        self.function = function
-        self.handler = load_handler(function.code_uri, function.handler, function.name)
-        self._lock = lock or threading.Lock()
-
-    def invoke(self, event: dict) -> Any:
-        context = LambdaContext(self.function.name, timeout=self.function.timeout)
-        with self._lock:
-            return self.handler(event, context)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
-from local.runtime import FunctionRuntime
-from local.serving import BackgroundLoop
+from local.instance import InvokeResult
+from local.pool import FunctionPool, Throttled
 
 UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
@@ -28,23 +31,39 @@ def rate_seconds(expression: str) -> float:
     return int(match.group(1)) * units[match.group(2)]
 
 
-class Scheduler(BackgroundLoop):
-    def __init__(self, runtime: FunctionRuntime, expression: str, report):
-        super().__init__(f"schedule-{runtime.function.name}")
-        self.runtime, self.expression, self.report = runtime, expression, report
+class Scheduler:
+    def __init__(
+        self,
+        pool: FunctionPool,
+        expression: str,
+        report: Callable[[InvokeResult | None, datetime], None],
+    ):
+        self.pool, self.expression, self.report = pool, expression, report
         self.interval = rate_seconds(expression)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"schedule-{pool.name}", daemon=True)
+
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
-            started = time.perf_counter()
+        next_at = time.monotonic() + self.interval
+        while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self.interval
+            event = json.dumps(scheduled_event(self.pool.name)).encode()
             try:
-                result, error = self.runtime.invoke(scheduled_event(self.runtime.function.name)), None
-            except Exception as exc:  # a failed run is reported; the rule keeps firing, as EventBridge's does
-                result, error = None, exc
-            self.report(result, error, time.perf_counter() - started)
+                result: InvokeResult | None = self.pool.invoke(event)
+            except Throttled:  # the rule keeps firing, as EventBridge's does
+                result = None
+            self.report(result, datetime.now(UTC) + timedelta(seconds=max(0.0, next_at - time.monotonic())))
 
 
-def scheduled_event(rule: str) -> dict:
+def scheduled_event(rule: str) -> dict[str, object]:
     return {
         "version": "0",
         "id": str(uuid.uuid4()),

@@ -1,41 +1,34 @@
-"""The whole stack in one process: the API, moto as the cloud, the queue poller and the schedule.
+"""The whole stack on this machine: the API, moto as the cloud, the queue's event source mapping, the
+schedule, each function in processes of its own; all of it from template.yaml.
 
-Everything comes from template.yaml; environment variables override the template's values the
-way `sam local --env-vars` does.
+Environment variables override the template's values the way `sam local --env-vars` does.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import os
 import threading
-import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from aggregator import config
 from local import template as tpl
-from local.api_server import ApiServer
-from local.cloud import create_queues
-from local.poller import QueuePoller
-from local.runtime import FunctionRuntime
+from local.api_server import OUTCOME_HEADER, Answer, ApiServer
+from local.console import Console, json_record
+from local.deployment import Deployment, DeploymentError, DeployOptions, overrides_from
+from local.instance import InvokeResult
+from local.poller import Delivery, QueuePoller
 from local.sample_upstream import SampleUpstream
 from local.scheduler import Scheduler
 
 DEFAULT_DB = tpl.ROOT / ".local" / "aggregator.db"
-LOCAL_VISIBILITY_TIMEOUT = 10
-OVERRIDABLE = (
-    "UPSTREAM_URL",
-    "UPSTREAM_TIMEOUT",
-    "UPSTREAM_ATTEMPTS",
-    "DB_PATH",
-    "MAX_RECEIVE_COUNT",
-    "MIN_FETCH_INTERVAL",
-)
-
-
-def log(source: str, message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {source:<9} {message}", flush=True)
+RETRY_DELAY = 10  # seconds before a failed delivery comes back locally (the template's visibility timeout: 360)
+IDLE_SECONDS = 300  # an instance idle this long is stopped, as Lambda reclaims idle sandboxes
+REAP_EVERY_SECONDS = 1.0
+WATCHED = ("functions", "layers")
 
 
 @dataclass
@@ -45,181 +38,287 @@ class Options:
     upstream: str = ""  # "sample", a URL, or "" for the template's
     db_path: str = str(DEFAULT_DB)
     schedule_rate: str = ""
-    visibility_timeout: int = LOCAL_VISIBILITY_TIMEOUT
+    retry_delay: int = RETRY_DELAY
     sample_posts: int = 100
     cloud_port: int = 0  # 0: any free port
     api_key: str = ""  # when set, routes whose template event requires an API key require this one
+    runtime_client: str = ""
+    concurrency: int = 4
+    idle_seconds: float = IDLE_SECONDS
+    verbose: bool = False
+    reload: bool = True
+    template: Path = tpl.TEMPLATE
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env=os.environ, upstream: str | None = None) -> Options:
-        return cls(
-            port=_whole(env, "PORT", 3000),
-            upstream=upstream or env.get("UPSTREAM") or env.get("UPSTREAM_URL", ""),
+    def from_env(cls, env: Mapping[str, str] = os.environ, **given: Any) -> Options:
+        options = cls(
+            port=_whole(env, "PORT", 3000, high=65535),
+            upstream=env.get("UPSTREAM") or env.get("UPSTREAM_URL", ""),
             db_path=str(Path(env.get("DB_PATH") or DEFAULT_DB).resolve()),
             schedule_rate=env.get("SCHEDULE_RATE", ""),
-            visibility_timeout=_whole(env, "LOCAL_VISIBILITY_TIMEOUT", LOCAL_VISIBILITY_TIMEOUT),
-            cloud_port=_whole(env, "MOTO_PORT", 0),
+            retry_delay=_whole(env, "LOCAL_VISIBILITY_TIMEOUT", RETRY_DELAY, high=43200),
+            cloud_port=_whole(env, "MOTO_PORT", 0, high=65535),
             api_key=env.get("API_KEY", ""),
+            runtime_client=env.get("LOCAL_RUNTIME_CLIENT", ""),
+            concurrency=_whole(env, "LOCAL_CONCURRENCY", 4, low=1, high=64),
+            idle_seconds=_whole(env, "LOCAL_IDLE_SECONDS", IDLE_SECONDS, low=1, high=86400),
+            overrides=overrides_from(env),
         )
+        for name, value in given.items():
+            if value not in (None, ""):
+                setattr(options, name, value)
+        return options
 
 
-def _whole(env, name: str, default: int) -> int:
+def _whole(env: Mapping[str, str], name: str, default: int, *, low: int = 0, high: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) > 65535:
-        raise ValueError(f"{name} must be a whole number from 0 to 65535, got {raw!r}")
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
     return int(raw)
 
 
 class LocalStack:
-    def __init__(self, options: Options, template: tpl.Template | None = None):
+    def __init__(self, options: Options, console: Console | None = None):
         self.options = options
-        self.template = template or tpl.load()
-        self.parts: list = []
+        self.console = console or Console(verbose=options.verbose)
+        self.template = tpl.load(options.template)
+        self.parts: list[Any] = []
+        self.schedulers: list[Scheduler] = []
+        self.upstream_url = ""
+        self.function_overrides: dict[str, dict[str, str]] = {}  # an --env-vars file
+        self._stopping = threading.Event()
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
-        self.upstream_url = self._upstream()
-        self.moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.cloud_port, verbose=False)
-        self.moto.start()
-        self.parts.append(self.moto)
-        self.cloud_url = "http://{}:{}".format(*self.moto.get_host_and_port())
-        os.environ.update(self._process_env())
-        import boto3
-
-        self.sqs = boto3.client("sqs")
-        refs = {**self.template.parameters, "AWS::Region": "us-east-1", "AWS::StackName": "local"}
-        self.queues = create_queues(self.sqs, self.template, refs, self.options.visibility_timeout)
-        os.environ.update(self._function_env(refs))
-        config.load()  # a malformed setting stops the stack now, not at the first request
-        self.runtimes = self._runtimes()
+        self.deploy()
         self._start_api()
         self._start_pollers()
-        self._start_schedules(refs)
+        self._start_schedules()
+        self._start_housekeeping()
         return self
 
-    def stop(self) -> None:
+    def deploy(self) -> Deployment:
+        """The template in the emulated cloud, with each function's instances ready to start."""
+        self.upstream_url = self._upstream()
+        overrides = self.options.overrides | {"UPSTREAM_URL": self.upstream_url, "DB_PATH": self.options.db_path}
+        deploy = DeployOptions(
+            overrides=overrides,
+            function_overrides=self.function_overrides,
+            runtime_client=self.options.runtime_client,
+            host=self.options.host,
+            cloud_port=self.options.cloud_port,
+            concurrency=self.options.concurrency,
+        )
+        self.deployment = Deployment(self.template, deploy, self.console.function_output)
+        self.parts.append(self.deployment)
+        self.deployment.start()
+        self._check_settings()
+        return self.deployment
+
+    def stop(self, *, wait_seconds: float = 0.0) -> None:
+        """Stop taking work, let invocations in flight finish within `wait_seconds`, then stop every part."""
+        self._stopping.set()
         for part in reversed(self.parts):
-            part.stop()
+            if isinstance(part, ApiServer | QueuePoller | Scheduler):
+                part.stop()
+        if wait_seconds and hasattr(self, "deployment"):
+            for pool in self.deployment.pools.values():
+                pool.wait_idle(wait_seconds)
+        for part in reversed(self.parts):
+            if not isinstance(part, ApiServer | QueuePoller | Scheduler):
+                part.stop()
         self.parts.clear()
+
+    def busy(self) -> int:
+        return sum(pool.busy() for pool in self.deployment.pools.values())
 
     def _upstream(self) -> str:
         if self.options.upstream == "sample":
             sample = SampleUpstream(self.options.sample_posts).start()
             self.parts.append(sample)
             return sample.url
-        return self.options.upstream or self.template.parameters["UpstreamUrl"]
+        return self.options.upstream or str(self.template.parameters.get("UpstreamUrl") or "")
 
-    def _process_env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.cloud_url,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-        }
+    def _check_settings(self) -> None:
+        """A malformed setting stops the stack now, naming the function, not at its first request."""
+        from aggregator import config
 
-    def _function_env(self, refs: dict) -> dict[str, str]:
-        """The functions' environment from the template, with the local stack's and the user's overrides.
-
-        All functions run in this one process, so they must agree on every variable.
-        """
-        overrides = {name: os.environ[name] for name in OVERRIDABLE if os.environ.get(name)}
-        overrides |= {"UPSTREAM_URL": self.upstream_url, "DB_PATH": self.options.db_path}
-        overrides |= self._process_env()
-        merged: dict[str, str] = {}
-        for function in self.template.functions.values():
-            for name, value in tpl.resolve(function.environment, refs).items():
-                value = overrides.get(name, str(value))
-                if merged.setdefault(name, value) != value:
-                    raise ValueError(f"functions disagree on {name}; the local stack runs them in one process")
-        return merged
-
-    def _runtimes(self) -> dict[str, FunctionRuntime]:
-        api_functions = {route.function for route in self.template.routes}
-        shared = threading.Lock()  # Powertools' resolvers share the current event across functions
-        return {
-            name: FunctionRuntime(function, shared if name in api_functions else None)
-            for name, function in self.template.functions.items()
-        }
+        for name, pool in self.deployment.pools.items():
+            try:
+                config.load(pool.sandbox.environment)
+            except config.ConfigError as exc:
+                raise DeploymentError(f"{name}: {exc}") from None
 
     def _start_api(self) -> None:
-        def report(method, target, status, seconds, function):
-            log("api", f"{method} {target} -> {status} in {seconds * 1000:.1f} ms ({function})")
+        def report(method: str, target: str, answer: Answer, seconds: float) -> None:
+            self.console.line("api", request_line(method, target, answer, seconds))
 
         address = (self.options.host, self.options.port)
-        self.api = ApiServer(address, self.template.routes, self.runtimes, report, self.options.api_key)
+        self.api = ApiServer(address, self.template.routes, self.deployment.pools, report, api_key=self.options.api_key)
         self.api.start_in_thread()
         self.parts.append(self.api)
 
     def _start_pollers(self) -> None:
-        from aggregator.store import open_store
-
-        def report(messages, failed, seconds):
-            store = open_store(self.options.db_path)
-            for message in messages:
-                outcome = "failed, back to the queue" if message["MessageId"] in failed else "done"
-                job = _job_summary(store, message["Body"])
-                count = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
-                log("worker", f"delivery {count}: {job} -> {outcome} ({seconds * 1000:.0f} ms batch)")
-
         for source in self.template.sqs_sources:
-            runtime = self.runtimes[source.function]
-            poller = QueuePoller(self.sqs, self.queues[source.queue], runtime, source.batch_size, report)
+            pool = self.deployment.pools[source.function]
+            limit = self.max_receive_count(source.queue)
+
+            def report(deliveries: list[Delivery], result: InvokeResult | None, limit: int | None = limit) -> None:
+                for delivery in deliveries:
+                    self.console.line("worker", self._delivery_line(delivery, result, limit))
+
+            poller = QueuePoller(
+                self.deployment.sqs,
+                self.deployment.queues[source.queue],
+                pool,
+                batch_size=source.batch_size,
+                concurrency=source.maximum_concurrency or pool.limit,
+                retry_delay=self.options.retry_delay,
+                report=report,
+            )
             self.parts.append(poller.start())
 
-    def _start_schedules(self, refs: dict) -> None:
-        def report(result, error, seconds):
-            log("schedule", f"fired: {error or result} ({seconds * 1000:.0f} ms)")
+    def max_receive_count(self, queue: str) -> int | None:
+        redrive = self.template.queues[queue].get("RedrivePolicy")
+        return int(tpl.resolve(redrive["maxReceiveCount"], self.deployment.refs)) if redrive else None
 
+    def _delivery_line(self, delivery: Delivery, result: InvokeResult | None, limit: int | None) -> str:
+        job_id = _job_id(delivery.message["Body"])
+        label = f"job {job_id}" if job_id else f"message {delivery.message['MessageId']}"
+        attempt = f"attempt {delivery.attempt}" + (f"/{limit}" if limit else "")
+        job = self._job(job_id) if job_id else None
+        if not delivery.failed:
+            return f"{label} {attempt}: {_job_outcome(job) if job_id else 'done'}"
+        reason = (job or {}).get("error") or _failure_reason(result, job_id)
+        return f"{label} {attempt}: failed: {reason}{self._fate(delivery, limit)}"
+
+    def _fate(self, delivery: Delivery, limit: int | None) -> str:
+        if not delivery.failed:
+            return ""
+        if limit and delivery.attempt >= limit:
+            return "; to the DLQ"
+        return f"; back to the queue, retried in {self.options.retry_delay} s"
+
+    def _job(self, job_id: str) -> dict[str, Any] | None:
+        from aggregator.store import open_store
+
+        return open_store(self.options.db_path).get_job(job_id)
+
+    def _start_schedules(self) -> None:
         for schedule in self.template.schedules:
-            expression = self.options.schedule_rate or tpl.resolve(schedule.expression, refs)
-            self.schedule = Scheduler(self.runtimes[schedule.function], expression, report)
-            self.parts.append(self.schedule.start())
+            expression = self.options.schedule_rate or tpl.resolve(schedule.expression, self.deployment.refs)
+            pool = self.deployment.pools[schedule.function]
+
+            def report(result: InvokeResult | None, next_at: datetime, name: str = schedule.function) -> None:
+                self.console.line("schedule", f"{name} fired: {_schedule_outcome(result)}; next at {next_at:%H:%M:%S}")
+
+            scheduler = Scheduler(pool, expression, report)
+            self.schedulers.append(scheduler)
+            self.parts.append(scheduler.start())
+
+    def _start_housekeeping(self) -> None:
+        threading.Thread(target=self._reap, name="reaper", daemon=True).start()
+        if self.options.reload:
+            threading.Thread(target=self._watch_code, name="reload", daemon=True).start()
+
+    def _reap(self) -> None:
+        while not self._stopping.wait(REAP_EVERY_SECONDS):
+            for pool in self.deployment.pools.values():
+                pool.reap(self.options.idle_seconds)
+
+    def _watch_code(self) -> None:
+        from watchfiles import watch
+
+        root = self.options.template.parent
+        folders = [root / name for name in WATCHED if (root / name).is_dir()]
+        for changes in watch(*folders, stop_event=self._stopping, debounce=200, rust_timeout=500):
+            names = sorted({Path(path).relative_to(root).as_posix() for _, path in changes})
+            for pool in self.deployment.pools.values():
+                pool.recycle()
+            self.console.line("reload", f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''} changed: "
+                              "instances recycled")  # fmt: skip
 
     def describe(self) -> str:
         keyed = sorted({f"{r.method} {r.path}" for r in self.template.routes if r.api_key_required})
+        queues = ", ".join(q["url"].rsplit("/", 1)[-1] for q in self.deployment.queues.values())
+        cloud = self.deployment.cloud_url
         rows = [
             ("api", f"{self.api.url}   (docs: {self.api.url}/docs, /redoc, /openapi.json)"),
-            (
-                "cloud",
-                f"moto at {self.cloud_url}: " + ", ".join(q["url"].rsplit("/", 1)[-1] for q in self.queues.values()),
-            ),
+            ("cloud", f"moto at {cloud}: {queues}; dashboard {cloud}/moto-api/"),
             ("upstream", self.upstream_url + ("   (sample posts)" if self.options.upstream == "sample" else "")),
             ("database", self.options.db_path),
-            (
-                "api key",
-                "required in x-api-key for " + ", ".join(keyed)
-                if self.options.api_key
-                else "not required (set API_KEY)",
-            ),
-        ]
+            ("api key", "required in x-api-key for " + ", ".join(keyed) if self.options.api_key else "not required"),
+            ("functions", f"a process per instance, under {_client_name(self.deployment.client)}; up to "
+                          f"{self.options.concurrency} instances each where the template reserves no concurrency"),
+        ]  # fmt: skip
         for source in self.template.sqs_sources:
-            in_template = self.template.queues[source.queue].get("VisibilityTimeout", 30)
+            limit = self.max_receive_count(source.queue)
             rows.append(
                 (
                     "worker",
-                    f"{source.function} polls {source.queue}, batch size {source.batch_size}; visibility timeout "
-                    f"{self.options.visibility_timeout} s locally ({in_template} s in the template)",
+                    f"{source.function} polls {source.queue}, batch size {source.batch_size}, "
+                    f"{source.maximum_concurrency or 'unlimited'} at once; a failed delivery comes back in "
+                    f"{self.options.retry_delay} s, the DLQ after {limit} deliveries",
                 )
             )
-        for schedule in self.template.schedules:
-            rows.append(("schedule", f"{schedule.function} at {self.schedule.expression}"))
+        for scheduler in self.schedulers:
+            rows.append(("schedule", f"{scheduler.pool.name} at {scheduler.expression}"))
         return "\n".join(f"  {name:<9} {text}" for name, text in rows)
 
 
-def _job_summary(store, body: str) -> str:
-    from aggregator.queue import BadMessage, job_id_of
+def request_line(method: str, target: str, answer: Answer, seconds: float) -> str:
+    parts = [f"{method} {target} -> {answer.status} in {seconds * 1000:.1f} ms ({answer.function}"]
+    result = answer.result
+    if result and result.init_ms is not None:
+        parts.append(f", cold start {result.init_ms:.0f} ms")
+    parts.append(")")
+    outcome = next((v for k, v in answer.headers if k.lower() == OUTCOME_HEADER.lower()), None)
+    if outcome:
+        parts.append(f" {OUTCOME_HEADER}: {outcome}")
+    if result and result.error:
+        parts.append(f" {result.error.get('errorType', '')}: {result.error.get('errorMessage', '')}")
+    return "".join(parts)
 
-    try:
-        job = store.get_job(job_id_of(body))
-    except BadMessage as exc:
-        return f"bad message ({exc})"
+
+def _job_outcome(job: dict[str, Any] | None) -> str:
     if job is None:
         return "unknown job"
     counts = ", ".join(f"{k} {job[k]}" for k in ("fetched", "inserted", "updated", "unchanged", "rejected"))
-    return f"job {job['job_id']} {job['status']} ({counts}){': ' + job['error'] if job['error'] else ''}"
+    return f"{job['status']} ({counts})" + (f": {job['error']}" if job.get("error") else "")
+
+
+def _job_id(body: str) -> str | None:
+    from aggregator.queue import BadMessage, job_id_of
+
+    try:
+        return job_id_of(body)
+    except BadMessage:
+        return None
+
+
+def _failure_reason(result: InvokeResult | None, job_id: str | None) -> str:
+    """Why a delivery failed: the function's own warning about the job, else what the invocation reported."""
+    if result is None:
+        return "throttled"
+    for record in filter(None, map(json_record, reversed(result.logs))):
+        if job_id and record.get("correlation_id") == job_id and record.get("level") in ("WARNING", "ERROR"):
+            return str(record.get("reason") or record.get("message"))
+    if result.error:
+        return str(result.error.get("errorMessage") or result.error.get("errorType"))
+    return "the function reported it failed"
+
+
+def _schedule_outcome(result: InvokeResult | None) -> str:
+    if result is None:
+        return "throttled"
+    if not result.ok or result.response is None:
+        error = result.error or {}
+        return f"failed: {error.get('errorType', '')}: {error.get('errorMessage', '')}"
+    answer = json.loads(result.response)
+    return f"job {answer.get('job_id')} {answer.get('outcome')}" if isinstance(answer, dict) else "done"
+
+
+def _client_name(client: str) -> str:
+    return "awslambdaric" if client == "awslambdaric" else "the pure-Python runtime client"

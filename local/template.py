@@ -39,8 +39,12 @@ class Function:
     code_uri: Path
     handler: str
     timeout: int
-    environment: dict[str, Any]
+    environment: dict[str, Any]  # Globals merged with the function's own; references unresolved
     events: dict[str, dict]
+    runtime: str = "python3.13"
+    memory_size: int = 128
+    reserved_concurrency: int | None = None
+    layers: tuple[Path, ...] = ()  # each layer's content folder, in the order Lambda stacks them
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Route:
     function: str
     pattern: re.Pattern = field(compare=False)
     api_key_required: bool = False
+    timeout_ms: int = 29_000  # the integration's TimeoutInMillis: API Gateway answers 504 past it
 
     @property
     def specificity(self) -> tuple[int, int, int]:
@@ -62,6 +67,7 @@ class SqsSource:
     function: str
     queue: str  # the queue's logical id
     batch_size: int
+    maximum_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,19 @@ class Template:
     raw: dict
 
 
-def load(path: Path = TEMPLATE) -> Template:
+def load(path: Path = TEMPLATE, root: Path | None = None) -> Template:
+    """The template at `path`; code and layer folders are relative to `root` (the template's folder)."""
+    root = (root or path.parent).resolve()
     raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
     resources = raw.get("Resources", {})
     defaults = raw.get("Globals", {}).get("Function", {})
+    layers = {
+        name: root / props["Properties"]["ContentUri"]
+        for name, props in resources.items()
+        if props.get("Type") == "AWS::Serverless::LayerVersion"
+    }
     functions = {
-        name: _function(name, props["Properties"], defaults, path.parent)
+        name: _function(name, props["Properties"], defaults, root, layers)
         for name, props in resources.items()
         if props.get("Type") == "AWS::Serverless::Function"
     }
@@ -96,11 +109,7 @@ def load(path: Path = TEMPLATE) -> Template:
         functions=functions,
         routes=[_route(fn, e["Properties"]) for fn, e in events if e["Type"] == "Api"],
         queues={k: v.get("Properties", {}) for k, v in resources.items() if v.get("Type") == "AWS::SQS::Queue"},
-        sqs_sources=[
-            SqsSource(fn, e["Properties"]["Queue"]["Fn::GetAtt"][0], int(e["Properties"].get("BatchSize", 10)))
-            for fn, e in events
-            if e["Type"] == "SQS"
-        ],
+        sqs_sources=[_sqs_source(fn, e["Properties"]) for fn, e in events if e["Type"] == "SQS"],
         schedules=[Schedule(fn, e["Properties"]["Schedule"]) for fn, e in events if e["Type"] == "Schedule"],
         raw=raw,
     )
@@ -123,11 +132,12 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
     return value
 
 
-def _function(name: str, props: dict, defaults: dict, root: Path) -> Function:
+def _function(name: str, props: dict, defaults: dict, root: Path, layers: dict[str, Path]) -> Function:
     env = {
         **defaults.get("Environment", {}).get("Variables", {}),
         **props.get("Environment", {}).get("Variables", {}),
     }
+    reserved = props.get("ReservedConcurrentExecutions", defaults.get("ReservedConcurrentExecutions"))
     return Function(
         name=name,
         code_uri=root / props.get("CodeUri", defaults.get("CodeUri", ".")),
@@ -135,6 +145,20 @@ def _function(name: str, props: dict, defaults: dict, root: Path) -> Function:
         timeout=int(props.get("Timeout", defaults.get("Timeout", 3))),
         environment=env,
         events=props.get("Events", {}),
+        runtime=props.get("Runtime", defaults.get("Runtime", "python3.13")),
+        memory_size=int(props.get("MemorySize", defaults.get("MemorySize", 128))),
+        reserved_concurrency=None if reserved is None else int(reserved),
+        layers=tuple(layers[ref["Ref"]] for ref in [*defaults.get("Layers", []), *props.get("Layers", [])]),
+    )
+
+
+def _sqs_source(function: str, props: dict) -> SqsSource:
+    scaling = props.get("ScalingConfig", {}).get("MaximumConcurrency")
+    return SqsSource(
+        function=function,
+        queue=props["Queue"]["Fn::GetAtt"][0],
+        batch_size=int(props.get("BatchSize", 10)),
+        maximum_concurrency=None if scaling is None else int(scaling),
     )
 
 
@@ -143,4 +167,5 @@ def _route(function: str, props: dict) -> Route:
     regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
     regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
     key = bool(props.get("Auth", {}).get("ApiKeyRequired"))
-    return Route(props["Method"].upper(), path, function, re.compile(regex), key)
+    timeout = int(props.get("TimeoutInMillis", 29_000))
+    return Route(props["Method"].upper(), path, function, re.compile(regex), key, timeout)

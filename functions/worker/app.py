@@ -32,7 +32,11 @@ def run_record(record: SQSRecord) -> None:
     attempt = int(record.attributes.approximate_receive_count)
     last = attempt >= config.max_receive_count
     logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
-    job = ingest.run_job(store, config, job_id, last_attempt=last).job
+    try:
+        job = ingest.run_job(store, config, job_id, last_attempt=last).job
+    except ingest.RetryLater as exc:
+        logger.warning("job failed on this delivery; the queue delivers it again", extra={"reason": str(exc)})
+        raise
     logger.info("job finished", extra={"job": job})
     record_fetch(job)
     if job["status"] != "succeeded":

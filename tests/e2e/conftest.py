@@ -2,8 +2,8 @@
 
 import pytest
 
-from local.process import ROOT, RunningStack, user_environment
 from local.sample_upstream import SampleUpstream
+from tests.running_stack import ROOT, RunningStack, user_environment
 
 __all__ = ["ROOT", "user_environment"]
 

@@ -1,8 +1,11 @@
 """The local stack end to end: real HTTP, moto as the cloud, the poller, the schedule, SQLite."""
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -12,6 +15,19 @@ from aggregator.store import Store
 from tests.e2e.conftest import ROOT, user_environment
 
 pytestmark = pytest.mark.e2e
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def abandoned_request(stack, method: str, path: str) -> None:
+    """A request whose answer never comes: the stack is stopped under it."""
+    with contextlib.suppress(OSError):
+        stack.request(method, path)
 
 
 def test_sync_fetch_then_read_everything_and_filter(stack):
@@ -33,7 +49,7 @@ def test_task_fetch_goes_through_the_queue_to_the_worker(stack, fake_upstream):
     assert running["started_at"] and running["finished_at"] is None
     done = stack.wait_for_job(job["job_id"])
     assert (done["status"], done["fetched"]) == ("succeeded", 100)
-    stack.wait_for_output(f"job {job['job_id']} succeeded")
+    stack.wait_for_output(f"job {job['job_id']} attempt 1/3: succeeded (fetched 100,")
 
 
 def test_the_api_answers_like_api_gateway(stack):
@@ -67,19 +83,35 @@ def test_data_and_jobs_persist_across_a_restart(start_stack, fake_upstream):
 
 
 def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stack, fake_upstream):
-    stack = start_stack(UPSTREAM_URL=fake_upstream.url.replace("/posts", "/missing"))
-    started = time.monotonic()
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url.replace("/posts", "/missing"), LOCAL_VISIBILITY_TIMEOUT="1")
     job = stack.json("POST", "/fetch?mode=task")[1]
-    failed = stack.wait_for_job(job["job_id"], timeout=60)
+    failed = stack.wait_for_job(job["job_id"], timeout=30)
     assert (failed["status"], failed["error"]) == ("failed", "upstream answered HTTP 404")
     sqs = boto3.client("sqs", endpoint_url=stack.cloud_url, region_name="us-east-1")
     dlq = sqs.get_queue_url(QueueName="FetchDeadLetterQueue.fifo")["QueueUrl"]
-    deadline = started + 60
     messages = []
+    deadline = time.monotonic() + 15
     while not messages and time.monotonic() < deadline:
         messages = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(m["Body"]) for m in messages] == [{"job_id": job["job_id"]}]
-    assert stack.output.count(f"job {job['job_id']}") >= 3  # one line per delivery
+    deliveries = [line.split("worker    ", 1)[1] for line in stack.lines if f"job {job['job_id']} attempt" in line]
+    reason = "failed: upstream answered HTTP 404"
+    assert deliveries == [
+        f"job {job['job_id']} attempt 1/3: {reason}; back to the queue, retried in 1 s",
+        f"job {job['job_id']} attempt 2/3: {reason}; back to the queue, retried in 1 s",
+        f"job {job['job_id']} attempt 3/3: {reason}; to the DLQ",
+    ]
+
+
+def test_reads_are_never_blocked_by_a_fetch(stack, fake_upstream):
+    fake_upstream.then_respond(200, fake_upstream.posts, delay=3)
+    fetch = threading.Thread(target=stack.request, args=("POST", "/fetch?mode=sync"))
+    fetch.start()
+    time.sleep(0.3)
+    for _ in range(5):
+        assert stack.request("GET", "/data?limit=1")[0] == 200
+        assert fetch.is_alive()  # answered while the fetch still runs
+    fetch.join()
 
 
 def test_the_schedule_fires_the_scheduled_function(start_stack, fake_upstream, tmp_path):
@@ -92,15 +124,41 @@ def test_the_schedule_fires_the_scheduled_function(start_stack, fake_upstream, t
             break
         time.sleep(0.1)
     assert scheduled, stack.output
-    stack.wait_for_output("schedule  fired")
+    stack.wait_for_output(f"SchedulerFunction fired: job {scheduled[0]['job_id']} started; next at ")
 
 
 def test_ctrl_c_stops_every_part(start_stack, fake_upstream):
     stack = start_stack(UPSTREAM_URL=fake_upstream.url)
     assert stack.stop() == 0, stack.output
-    assert stack.output.rstrip().endswith("stopping...")
+    assert stack.output.rstrip().endswith("stopped.")
     with pytest.raises(OSError):
         stack.request("GET", "/data")
+
+
+def test_one_ctrl_c_lets_a_request_in_flight_finish(start_stack, fake_upstream):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
+    fake_upstream.then_respond(200, fake_upstream.posts, delay=2)
+    asked = fake_upstream.requests
+    answers = []
+    fetch = threading.Thread(target=lambda: answers.append(stack.json("POST", "/fetch?mode=sync")))
+    fetch.start()
+    wait_until(lambda: fake_upstream.requests > asked)
+    assert stack.stop() == 0, stack.output
+    fetch.join()
+    assert answers[0][0] == 200 and answers[0][1]["status"] == "succeeded"
+    assert "letting 1 invocation(s) finish" in stack.output
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(start_stack, fake_upstream):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
+    fake_upstream.then_respond(200, fake_upstream.posts, delay=20)
+    asked = fake_upstream.requests
+    threading.Thread(target=abandoned_request, args=(stack, "POST", "/fetch?mode=sync"), daemon=True).start()
+    wait_until(lambda: fake_upstream.requests > asked)
+    stack.process.send_signal(signal.SIGINT)
+    stack.wait_for_output("Ctrl-C again stops at once")
+    assert stack.stop(signal.SIGINT, timeout=5) == 130
+    assert "Traceback" not in stack.output and stack.output.rstrip().endswith("stopped at once.")
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,10 @@ def user_environment() -> dict[str, str]:
 
 
 class RunningStack:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()):
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "local"],
+            [sys.executable, "-X", "faulthandler", "-m", "local", *args],
             cwd=ROOT,
             env={**user_environment(), "PORT": "0", **env},
             stdout=subprocess.PIPE,
@@ -57,9 +57,9 @@ class RunningStack:
 
     def request(self, method: str, path: str, headers: dict | None = None):
         """(status, headers, body) of one request over a real socket."""
-        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})  # noqa: S310 - http only
+        request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.headers, error.read()
@@ -86,11 +86,11 @@ class RunningStack:
                 raise AssertionError(f"{text!r} not printed within {timeout} s:\n{self.output}")
             time.sleep(0.02)
 
-    def stop(self, sig: int = signal.SIGINT) -> int:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.send_signal(signal.SIGABRT)  # faulthandler prints where it hung
                 self.process.wait()

@@ -1,0 +1,131 @@
+"""template.yaml deployed on this machine: moto as the cloud, the template's queues in it, and a pool of
+instances per function, each function with its own environment.
+
+Variables override the template the way `sam local --env-vars` does, for the variables a function
+declares. Where the template sets a variable from a parameter (`!Ref MaxReceiveCount`), the override
+sets the parameter, so everything else built from it (the queue's redrive) follows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from local import template as tpl
+from local.cloud import create_queues
+from local.instance import LogSink
+from local.pool import FunctionPool
+from local.sandbox import REGION, Sandbox, runtime_client, sandbox
+
+STACK_NAME = "local"
+DEFAULT_CONCURRENCY = 4  # instances per function on a laptop, where the template reserves none
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
+OVERRIDABLE = (
+    "UPSTREAM_URL",
+    "UPSTREAM_TIMEOUT",
+    "UPSTREAM_ATTEMPTS",
+    "DB_PATH",
+    "MAX_RECEIVE_COUNT",
+    "MIN_FETCH_INTERVAL",
+    "POWERTOOLS_LOG_LEVEL",
+)
+
+
+class DeploymentError(ValueError):
+    """The template cannot be deployed locally as configured; the message says why."""
+
+
+@dataclass
+class DeployOptions:
+    overrides: dict[str, str] = field(default_factory=dict)  # for every function that declares the variable
+    function_overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # {function: {variable: value}}
+    # an --env-vars file: {"Parameters": {variable: value}} for all functions, {Function: {...}} for one
+    visibility_timeout: int | None = None  # replaces the template's, so retries come sooner locally
+    runtime_client: str = ""  # "", "awslambdaric" or "python"
+    host: str = "127.0.0.1"
+    cloud_port: int = 0
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
+class Deployment:
+    def __init__(self, template: tpl.Template, options: DeployOptions, log: LogSink):
+        self.template, self.options, self._log = template, options, log
+        self.parameters = self._parameters()
+        self.refs: dict[str, Any] = {**self.parameters, "AWS::Region": REGION, "AWS::StackName": STACK_NAME}
+        self.queues: dict[str, dict[str, str]] = {}
+        self.pools: dict[str, FunctionPool] = {}
+        self._moto: Any = None
+
+    def start(self) -> Deployment:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.cloud_port, verbose=False)
+        self._moto.start()
+        self.cloud_url = "http://{}:{}".format(*self._moto.get_host_and_port())
+        self.sqs = self.aws("sqs")
+        self.queues = create_queues(self.sqs, self.template, self.refs, self.options.visibility_timeout)
+        self.client = runtime_client(self.options.runtime_client)
+        for name, function in self.template.functions.items():
+            box = sandbox(function, self.variables(function), self.client, CREDENTIALS)
+            limit = function.reserved_concurrency or self.options.concurrency
+            throttle = function.reserved_concurrency is not None
+            self.pools[name] = FunctionPool(box, self._log, limit=limit, throttle=throttle)
+        return self
+
+    def stop(self) -> None:
+        for pool in self.pools.values():
+            pool.stop()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def aws(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.cloud_url, region_name=REGION, **_boto_credentials())
+
+    def sandbox(self, function: str) -> Sandbox:
+        return self.pools[function].sandbox
+
+    def variables(self, function: tpl.Function) -> dict[str, str]:
+        """The function's own variables: the template's, resolved, with the overrides it declares.
+
+        AWS_ENDPOINT_URL points at the emulated cloud unless overridden, declared or not: a local
+        function never reaches real AWS.
+        """
+        try:
+            declared = {name: _text(tpl.resolve(value, self.refs)) for name, value in function.environment.items()}
+        except KeyError as exc:
+            raise DeploymentError(f"{function.name}: the template refers to {exc}, which it does not define") from None
+        wanted = {"AWS_ENDPOINT_URL": self.cloud_url} | self._overrides(function.name)
+        return {"AWS_ENDPOINT_URL": self.cloud_url} | declared | {k: v for k, v in wanted.items() if k in declared}
+
+    def _overrides(self, function: str | None = None) -> dict[str, str]:
+        every = self.options.overrides | self.options.function_overrides.get("Parameters", {})
+        return every | self.options.function_overrides.get(function, {}) if function else every
+
+    def _parameters(self) -> dict[str, Any]:
+        """The template's parameter defaults; an override of a variable set by `!Ref Parameter` sets it."""
+        parameters = dict(self.template.parameters)
+        overrides = self._overrides()
+        for function in self.template.functions.values():
+            for name, value in function.environment.items():
+                if name in overrides and isinstance(value, dict) and value.get("Ref") in parameters:
+                    parameters[value["Ref"]] = overrides[name]
+        return parameters
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+
+
+def overrides_from(env: Mapping[str, str]) -> dict[str, str]:
+    """The overridable variables set (non-empty) in `env`."""
+    return {name: env[name] for name in OVERRIDABLE if env.get(name)}

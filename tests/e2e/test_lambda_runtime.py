@@ -1,0 +1,185 @@
+"""The local stack runs functions as Lambda does: a process per instance under a runtime client, each
+function with its own environment, the template's timeouts, memory sizes and concurrency.
+
+These tests drive a template of probe functions (tests/fixtures/runtime) through the stack over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+
+import boto3
+import pytest
+
+from tests.running_stack import ROOT, RunningStack
+
+pytestmark = pytest.mark.e2e
+PROBES = ROOT / "tests" / "fixtures" / "runtime"
+REPORT = re.compile(
+    r"REPORT RequestId: (?P<id>\S+)\tDuration: [\d.]+ ms\tBilled Duration: \d+ ms\tMemory Size: 128 MB"
+    r"\tMax Memory Used: \d+ MB(?P<init>\tInit Duration: [\d.]+ ms)?(?P<status>\tStatus: \w+)?"
+)
+
+
+def start_probes(tmp_path, template=PROBES / "template.yaml", **env: str) -> RunningStack:
+    settings = {"DB_PATH": str(tmp_path / "probe.db"), "LOCAL_VISIBILITY_TIMEOUT": "1", "CANARY": "leaked", **env}
+    return RunningStack(settings, args=("--verbose", "--template", str(template)))
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory):
+    stack = start_probes(tmp_path_factory.mktemp("probes"), LOCAL_IDLE_SECONDS="2")
+    yield stack
+    stack.stop()
+
+
+def probe(stack: RunningStack, path: str) -> dict:
+    status, _, body = stack.request("GET", path)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def at_once(stack: RunningStack, *paths: str) -> list[tuple[int, bytes]]:
+    answers: dict[int, tuple[int, bytes]] = {}
+
+    def call(n: int, path: str) -> None:
+        status, _, body = stack.request("GET", path)
+        answers[n] = (status, body)
+
+    threads = [threading.Thread(target=call, args=(n, path)) for n, path in enumerate(paths)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [answers[n] for n in range(len(paths))]
+
+
+def test_each_function_sees_its_own_variables_and_lambdas_only(probes):
+    own = probe(probes, "/probe")["environment"]
+    other = probe(probes, "/other")["environment"]
+    assert (own["OWN"], own["SHARED"], own["GREETING"]) == ("probe-only", "from-globals", "hello")
+    assert own["QUEUE_URL"].endswith("/ProbeQueue") and own["AWS_ENDPOINT_URL"] == probes.cloud_url
+    assert "OWN" not in other and "QUEUE_URL" not in other and other["SHARED"] == "from-globals"
+    assert (other["AWS_LAMBDA_FUNCTION_NAME"], other["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) == ("OtherFunction", "128")
+    assert (other["_HANDLER"], other["AWS_REGION"]) == ("app.lambda_handler", "us-east-1")
+    assert other["LAMBDA_TASK_ROOT"].endswith("functions/probe")
+    assert "CANARY" not in own and "CANARY" not in other  # nothing comes from the stack's own environment
+
+
+def test_the_layer_is_on_the_path_and_the_context_counts_down_from_the_timeout(probes):
+    answer = probe(probes, "/probe")
+    assert answer["layer"] == "probe layer"
+    assert 4000 < answer["remaining_ms"] <= 5000
+
+
+def test_a_cold_start_then_warm_reuse_with_lambdas_log_lines(tmp_path):
+    stack = start_probes(tmp_path)
+    try:
+        first, second = probe(stack, "/other"), probe(stack, "/other")
+        assert first["pid"] == second["pid"] and (first["invocations"], second["invocations"]) == (1, 2)
+        stack.wait_for_output("REPORT RequestId", timeout=5)
+        time.sleep(0.2)
+        reports = [m for m in map(REPORT.search, stack.lines) if m]
+        assert len(reports) == 2, stack.output
+        assert reports[0]["init"] and not reports[1]["init"]  # Init Duration on the cold start only
+        started = stack.output.index(f"START RequestId: {reports[0]['id']}")
+        printed = stack.output.index(f"probe env in request {reports[0]['id']}")
+        ended = stack.output.index(f"END RequestId: {reports[0]['id']}")
+        assert started < printed < ended  # the function's own output between START and END
+    finally:
+        stack.stop()
+
+
+def test_concurrent_requests_get_concurrent_instances(probes):
+    answers = at_once(probes, "/probe?action=sleep&seconds=1.5", "/probe?action=sleep&seconds=1.5")
+    a, b = (json.loads(body) for _, body in answers)
+    assert a["pid"] != b["pid"]
+    assert a["started"] < b["finished"] and b["started"] < a["finished"]  # they ran at the same time
+
+
+def test_past_its_timeout_an_invocation_is_killed_and_reported_as_lambda_does(probes):
+    before = probe(probes, "/other")["pid"]
+    status, _, body = probes.request("GET", "/other?action=sleep&seconds=4")
+    assert (status, json.loads(body)) == (502, {"message": "Internal server error"})
+    probes.wait_for_output("Task timed out after 1.00 seconds")
+    assert any((m := REPORT.search(line)) and m["status"] == "\tStatus: timeout" for line in probes.lines)
+    assert probe(probes, "/other")["pid"] != before  # the timed-out instance is gone
+
+
+def test_past_the_integration_timeout_api_gateway_answers_504_while_the_function_runs_on(probes):
+    status, _, body = probes.request("GET", "/impatient?action=sleep&seconds=2")
+    assert (status, json.loads(body)) == (504, {"message": "Endpoint request timed out"})
+    probes.wait_for_output("-> 504", timeout=5)
+    line = next(line for line in probes.lines if "GET /impatient" in line)
+    assert "(ProbeFunction)" in line
+
+
+def test_past_its_memory_size_an_instance_is_killed(probes):
+    status, _, _ = probes.request("GET", "/probe?action=hog&mb=300")
+    assert status == 502
+    probes.wait_for_output("Runtime.OutOfMemory")
+
+
+def test_a_reserved_concurrency_throttles_the_next_request_as_lambda_does(probes):
+    answers = at_once(probes, "/reserved?action=sleep&seconds=1.5", "/reserved?action=sleep&seconds=1.5")
+    assert sorted(status for status, _ in answers) == [200, 500]
+
+
+def test_an_import_error_is_reported_as_an_init_error(probes):
+    status, _, body = probes.request("GET", "/broken")
+    assert (status, json.loads(body)) == (502, {"message": "Internal server error"})
+    probes.wait_for_output("broken at import")
+    probes.wait_for_output("Phase: init\tStatus: error")
+
+
+def test_a_handler_that_raises_answers_502_and_logs_the_error(probes):
+    status, _, _ = probes.request("GET", "/probe?action=raise")
+    assert status == 502
+    probes.wait_for_output("ValueError: the probe was asked to fail")
+
+
+def test_a_response_over_lambdas_6_mb_limit_is_an_error(probes):
+    assert probes.request("GET", "/probe?bytes=6000000")[0] == 200
+    assert probes.request("GET", "/probe?bytes=6300000")[0] == 502
+    probes.wait_for_output("Function.ResponseSizeTooLarge")
+
+
+def test_idle_instances_are_reaped(probes):
+    first = probe(probes, "/other")["pid"]
+    time.sleep(3.5)  # LOCAL_IDLE_SECONDS=2, reaped within a second after
+    assert probe(probes, "/other")["pid"] != first
+
+
+def test_a_delivery_that_times_out_goes_back_to_the_queue_then_to_the_dlq(probes):
+    sqs = boto3.client("sqs", endpoint_url=probes.cloud_url, region_name="us-east-1")
+    url = sqs.get_queue_url(QueueName="ProbeQueue")["QueueUrl"]
+    message_id = sqs.send_message(QueueUrl=url, MessageBody="3")["MessageId"]
+    probes.wait_for_output(f"message {message_id} attempt 2/2: failed", timeout=20)
+    first = next(line for line in probes.lines if f"message {message_id} attempt 1/2" in line)
+    last = next(line for line in probes.lines if f"message {message_id} attempt 2/2" in line)
+    assert "Task timed out after 1.00 seconds" in first and first.endswith("back to the queue, retried in 1 s")
+    assert last.endswith("to the DLQ")
+    dlq = sqs.get_queue_url(QueueName="ProbeDeadLetterQueue")["QueueUrl"]
+    moved = []
+    deadline = time.monotonic() + 10
+    while not moved and time.monotonic() < deadline:
+        moved = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
+    assert [m["MessageId"] for m in moved] == [message_id]
+
+
+def test_a_code_change_recycles_the_instances_before_the_next_invocation(tmp_path):
+    copy = tmp_path / "probes"
+    shutil.copytree(PROBES, copy)
+    stack = start_probes(tmp_path, template=copy / "template.yaml")
+    try:
+        assert probe(stack, "/other")["version"] == 1
+        app = copy / "functions" / "probe" / "app.py"
+        app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
+        stack.wait_for_output("instances recycled", timeout=10)
+        assert probe(stack, "/other")["version"] == 2
+    finally:
+        stack.stop()
