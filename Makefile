@@ -11,10 +11,15 @@ PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) $(patsubst %/
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test unit lint format validate security bench build deploy install tools clean
+.PHONY: run invoke test unit lint format validate security bench build deploy install tools clean
 
 run: install
-	$(BIN)/python -m local $(if $(UPSTREAM),--upstream $(UPSTREAM))
+	$(BIN)/python -m local $(if $(UPSTREAM),--upstream $(UPSTREAM)) $(ARGS)
+
+# One invocation of one function without Docker: make invoke FUNCTION=ReadApiFunction EVENT=events/get_data.json
+invoke: install
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=ReadApiFunction EVENT=events/get_data.json"; exit 2; }
+	$(BIN)/python -m local invoke $(FUNCTION) -e $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
 test: install tools lint validate security build
 	$(BIN)/pytest

@@ -5,7 +5,8 @@ Absolute times drift on a shared machine; the ratios, measured side by side, hol
 
 from __future__ import annotations
 
-import importlib.util
+import http.client
+import io
 import json
 import os
 import platform
@@ -14,17 +15,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
-from tests.running_stack import RunningStack, user_environment
+from local.console import Console
+from local.deployment import CREDENTIALS
+from local.instance import Instance
 from local.runtime import LambdaContext, load_handler
-from local.template import ROOT, load
+from local.sandbox import Sandbox, sandbox
+from local.stack import LocalStack, Options
+from local.template import ROOT, Function, load
+from tests.running_stack import RunningStack, user_environment
 
-LAYER = ROOT / "layers" / "common" / "python"
 EVENTS = ROOT / "events"
 TEMPLATE = load()
 SCHEMA = """
@@ -46,7 +52,7 @@ def report(name: str, ours: str, baseline: str, ratio: float | None, goal: str) 
 
 
 @contextmanager
-def sample_upstream(count: int, page_size: int):
+def sample_upstream(count: int, page_size: int, delay: float = 0.0):
     """The sample upstream in its own process, so serving it does not share this one's interpreter lock."""
     process = subprocess.Popen(
         [
@@ -59,6 +65,8 @@ def sample_upstream(count: int, page_size: int):
             str(count),
             "--page-size",
             str(page_size),
+            "--delay",
+            str(delay),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -144,27 +152,58 @@ def bench_ingest(workdir: Path) -> str:
     return str(workdir / "ours0.db")
 
 
-def import_seconds(module: Path) -> float:
-    """Seconds to import `module` in a fresh interpreter, as Lambda's init phase does."""
-    return float(run_child("--import", str(module), AWS_LAMBDA_FUNCTION_NAME="bench", POWERTOOLS_SERVICE_NAME="bench"))
+COLD_START_EVENTS = {
+    "ReadApiFunction": "get_data",
+    "FetchApiFunction": "post_fetch_sync",
+    "DocsFunction": "get_openapi",
+    "WorkerFunction": "sqs_fetch_job",
+    "SchedulerFunction": "schedule",
+}
 
 
-def child_import(module: str) -> None:
-    sys.path.insert(0, str(LAYER))
+def cold_start_seconds(box: Sandbox, payload: bytes) -> float:
+    """Seconds from spawning an instance to its first answer, as Lambda's cold start (init and first call)."""
     started = time.perf_counter()
-    spec = importlib.util.spec_from_file_location("app", module)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    print(time.perf_counter() - started)
+    instance = Instance(box, lambda *_: None)
+    try:
+        result = instance.invoke(payload)
+        assert result.response is not None or result.error, result
+        return time.perf_counter() - started
+    finally:
+        instance.stop()
 
 
-def bench_cold_starts() -> None:
-    modules = {"anchor (hello world)": ROOT / "bench" / "anchor" / "app.py"}
-    modules |= {name: f.code_uri / "app.py" for name, f in TEMPLATE.functions.items()}
-    medians = {name: statistics.median(import_seconds(path) for _ in range(7)) for name, path in modules.items()}
-    anchor = medians.pop("anchor (hello world)")
-    for name, seconds in medians.items():
-        goal = "<= 0.5x anchor" if name == "ReadApiFunction" else "<= 1.0x anchor"
-        report(f"cold import {name}", f"{seconds * 1000:.0f} ms", f"{anchor * 1000:.0f} ms", seconds / anchor, goal)
+def anchor_sandbox(client: str) -> Sandbox:
+    code = ROOT / "bench" / "anchor"
+    anchor = Function("HelloWorldFunction", code, "app.lambda_handler", 3, {}, {}, memory_size=128)
+    return sandbox(anchor, {"POWERTOOLS_SERVICE_NAME": "hello"}, client, CREDENTIALS)
+
+
+def hello_event() -> bytes:
+    hello = event("get_data")
+    hello |= {"path": "/hello", "resource": "/hello"}
+    hello["requestContext"] |= {"path": "/hello", "resourcePath": "/hello"}
+    return json.dumps(hello).encode()
+
+
+def bench_cold_starts(workdir: Path) -> None:
+    with sample_upstream(100, 0) as url:
+        options = Options(upstream=url, db_path=str(workdir / "cold.db"), reload=False)
+        stack = LocalStack(options, Console(stream=io.StringIO()))
+        deployment = stack.deploy()
+        try:
+            anchor_box = anchor_sandbox(deployment.client)
+            anchor = statistics.median(cold_start_seconds(anchor_box, hello_event()) for _ in range(7))
+            for name, event_name in COLD_START_EVENTS.items():
+                payload = (EVENTS / f"{event_name}.json").read_bytes()
+                box = deployment.sandbox(name)
+                seconds = statistics.median(cold_start_seconds(box, payload) for _ in range(7))
+                goal = "<= 0.5x anchor" if name == "ReadApiFunction" else "<= 1.0x anchor"
+                report(
+                    f"cold start {name}", f"{seconds * 1000:.0f} ms", f"{anchor * 1000:.0f} ms", seconds / anchor, goal
+                )
+        finally:
+            stack.stop()
 
 
 def per_call(action, calls: int) -> float:
@@ -192,6 +231,87 @@ def bench_warm_reads(big_db: str, workdir: Path) -> None:
             floor = per_call(baseline, 300)
             name = f"GET /data{'?user_id=3' if query else ''}, {label}"
             report(name, f"{ours * 1e6:.0f} us", f"{floor * 1e6:.0f} us", ours / floor, "<= 1.5x bare")
+
+
+class Client:
+    """A keep-alive HTTP client of the local stack, as a load generator would be."""
+
+    def __init__(self, url: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def call(self, method: str, path: str) -> tuple[int, bytes]:
+        self.connection.request(method, path)
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+
+def stack_on(url: str, db_path: Path) -> RunningStack:
+    env = {"UPSTREAM_URL": url, "DB_PATH": str(db_path), "UPSTREAM_TIMEOUT": "25", "POWERTOOLS_LOG_LEVEL": "ERROR"}
+    return RunningStack(env, args=("--no-reload",))
+
+
+def bench_stack_ingest_and_reads(workdir: Path) -> None:
+    """The same ingest and read through `make run` over HTTP: each function in its own instance process."""
+    with sample_upstream(100_000, 1_000) as url:
+        floors, ours = [], []
+        for run in range(3):
+            floors.append(timed(lambda r=run: floor_load(url, str(workdir / f"stack-floor{r}.db"))))
+            stack = stack_on(url, workdir / f"stack{run}.db")
+            try:
+                client = Client(stack.url)
+                client.call("GET", "/data?limit=1")
+                assert client.call("POST", "/fetch?mode=warm")[0] == 422  # both instances warm, nothing fetched
+                answer: list[tuple[int, bytes]] = []
+                ours.append(timed(lambda c=client, a=answer: a.append(c.call("POST", "/fetch?mode=sync"))))
+                assert answer[0][0] == 200 and json.loads(answer[0][1])["inserted"] == 100_000, answer
+                if run == 0:
+                    bench_reads_over_http(client, str(workdir / "stack0.db"))
+            finally:
+                stack.stop()
+    floor = statistics.median(floors)
+    ingest = statistics.median(ours)
+    report("ingest 100k posts via make run", f"{ingest:.3f} s", f"{floor:.3f} s", ingest / floor, "<= 1.25x floor")
+
+
+def bench_reads_over_http(client: Client, db_path: str) -> None:
+    read = handler("ReadApiFunction")
+    use_settings(DB_PATH=db_path)
+    over_http = per_call(lambda: client.call("GET", "/data"), 300)
+    in_process = per_call(lambda: read(event("get_data"), LambdaContext("read")), 300)
+    overhead = f"+{(over_http - in_process) * 1e6:.0f} us"
+    report(
+        "GET /data via make run, warm",
+        f"{over_http * 1e6:.0f} us",
+        f"{in_process * 1e6:.0f} us",
+        over_http / in_process,
+        f"report ({overhead} for HTTP + runtime)",
+    )
+
+
+def bench_reads_during_a_fetch(workdir: Path) -> None:
+    """GET /data while an 8 s sync fetch runs (8 pages, 1 s each): reads must not wait for it."""
+    with sample_upstream(8_000, 1_000, delay=1.0) as url:
+        stack = stack_on(url, workdir / "during.db")
+        try:
+            reader, fetcher = Client(stack.url), Client(stack.url)
+            reader.call("GET", "/data?limit=1")
+            fetch = threading.Thread(target=fetcher.call, args=("POST", "/fetch?mode=sync"))
+            fetch.start()
+            times = []
+            while fetch.is_alive():
+                times.append(timed(lambda: reader.call("GET", "/data")))
+                time.sleep(0.02)
+            fetch.join()
+        finally:
+            stack.stop()
+    report(
+        f"GET /data during an 8 s fetch, {len(times)}",
+        f"max {max(times) * 1000:.1f} ms",
+        f"p50 {statistics.median(times) * 1000:.1f} ms",
+        None,
+        "every read < 50 ms",
+    )
 
 
 def peak_rss_kib(url: str, path: str) -> int:
@@ -258,16 +378,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         big_db = bench_ingest(workdir)
-        bench_cold_starts()
+        bench_stack_ingest_and_reads(workdir)
+        bench_cold_starts(workdir)
         bench_warm_reads(big_db, workdir)
+        bench_reads_during_a_fetch(workdir)
         bench_memory(workdir)
         bench_round_trip(workdir)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--import"]:
-        child_import(sys.argv[2])
-    elif sys.argv[1:2] == ["--fetch-once"]:
+    if sys.argv[1:2] == ["--fetch-once"]:
         child_fetch_once(*sys.argv[2:4])
     else:
         main()

@@ -129,8 +129,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--count", type=int, default=100, help="how many posts to serve")
     parser.add_argument("--page-size", type=int, default=0, help="page even unasked, this many a page")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each answer")
     args = parser.parse_args()
     upstream = SampleUpstream(args.count, page_size=args.page_size, port=args.port)
+    upstream.delay = args.delay
     print(f"sample upstream: {upstream.url} ({args.count} posts)", flush=True)
     try:
         upstream._server.serve_forever()

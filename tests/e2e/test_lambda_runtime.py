@@ -183,3 +183,14 @@ def test_a_code_change_recycles_the_instances_before_the_next_invocation(tmp_pat
         assert probe(stack, "/other")["version"] == 2
     finally:
         stack.stop()
+
+
+def test_past_the_local_concurrency_a_request_waits_for_a_free_instance(tmp_path):
+    stack = start_probes(tmp_path, LOCAL_CONCURRENCY="1")
+    try:
+        answers = at_once(stack, "/probe?action=sleep&seconds=1", "/probe?action=sleep&seconds=1")
+        assert [status for status, _ in answers] == [200, 200]
+        first, second = sorted((json.loads(body) for _, body in answers), key=lambda a: a["started"])
+        assert first["pid"] == second["pid"] and second["started"] >= first["finished"]  # one after the other
+    finally:
+        stack.stop()

@@ -82,8 +82,11 @@ def test_data_and_jobs_persist_across_a_restart(start_stack, fake_upstream):
     assert len(second.json("GET", "/data")[1]) == 100
 
 
-def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stack, fake_upstream):
-    stack = start_stack(UPSTREAM_URL=fake_upstream.url.replace("/posts", "/missing"), LOCAL_VISIBILITY_TIMEOUT="1")
+@pytest.mark.parametrize("deliveries", [3, 2])  # the template's MaxReceiveCount, then MAX_RECEIVE_COUNT=2
+def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stack, fake_upstream, deliveries):
+    settings = {"MAX_RECEIVE_COUNT": str(deliveries)} if deliveries != 3 else {}
+    missing = fake_upstream.url.replace("/posts", "/missing")
+    stack = start_stack(UPSTREAM_URL=missing, LOCAL_VISIBILITY_TIMEOUT="1", **settings)
     job = stack.json("POST", "/fetch?mode=task")[1]
     failed = stack.wait_for_job(job["job_id"], timeout=30)
     assert (failed["status"], failed["error"]) == ("failed", "upstream answered HTTP 404")
@@ -94,13 +97,13 @@ def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stac
     while not messages and time.monotonic() < deadline:
         messages = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(m["Body"]) for m in messages] == [{"job_id": job["job_id"]}]
-    deliveries = [line.split("worker    ", 1)[1] for line in stack.lines if f"job {job['job_id']} attempt" in line]
+    lines = [line.split("worker    ", 1)[1] for line in stack.lines if f"job {job['job_id']} attempt" in line]
     reason = "failed: upstream answered HTTP 404"
-    assert deliveries == [
-        f"job {job['job_id']} attempt 1/3: {reason}; back to the queue, retried in 1 s",
-        f"job {job['job_id']} attempt 2/3: {reason}; back to the queue, retried in 1 s",
-        f"job {job['job_id']} attempt 3/3: {reason}; to the DLQ",
+    retried = [
+        f"job {job['job_id']} attempt {n}/{deliveries}: {reason}; back to the queue, retried in 1 s"
+        for n in range(1, deliveries)
     ]
+    assert lines == [*retried, f"job {job['job_id']} attempt {deliveries}/{deliveries}: {reason}; to the DLQ"]
 
 
 def test_reads_are_never_blocked_by_a_fetch(stack, fake_upstream):
