@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from local.template import Route
@@ -21,9 +22,9 @@ def match(routes: list[Route], method: str, path: str) -> tuple[Route, dict[str,
         chosen = next((r for r in on_resource if r.method == method), None) or next(
             (r for r in on_resource if r.method == "ANY"), None
         )
-        if chosen:
-            params = {k: unquote(v) for k, v in chosen.pattern.fullmatch(path).groupdict().items()}
-            return chosen, params
+        found = chosen.pattern.fullmatch(path) if chosen else None
+        if chosen and found:
+            return chosen, {k: unquote(v) for k, v in found.groupdict().items()}
         return None
     return None
 
@@ -36,7 +37,7 @@ def request_event(
     headers: list[tuple[str, str]],
     body: bytes,
     source_ip: str = "127.0.0.1",
-) -> dict:
+) -> dict[str, Any]:
     path, _, query = target.partition("?")
     pairs = parse_qsl(query, keep_blank_values=True)
     text, encoded = _body(body)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from local.template import Template, resolve
 
 QUEUE_ATTRIBUTES = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
 
 
-def create_queues(sqs, template: Template, refs: dict, visibility_timeout: int | None = None) -> dict[str, dict]:
+def create_queues(
+    sqs: Any, template: Template, refs: dict[str, Any], visibility_timeout: int | None = None
+) -> dict[str, dict[str, str]]:
     """Create every AWS::SQS::Queue, dead-letter queues first; returns {logical id: {url, arn}}.
 
     `refs` resolves the template's references (parameters); it gains each queue's Ref and Arn.
     """
-    queues: dict[str, dict] = {}
+    queues: dict[str, dict[str, str]] = {}
     pending = dict(template.queues)
     while pending:
         for name, props in list(pending.items()):
@@ -29,7 +32,7 @@ def create_queues(sqs, template: Template, refs: dict, visibility_timeout: int |
     return queues
 
 
-def _create(sqs, name: str, props: dict, visibility_timeout: int | None) -> dict:
+def _create(sqs: Any, name: str, props: dict[str, Any], visibility_timeout: int | None) -> dict[str, str]:
     fifo = bool(props.get("FifoQueue"))
     attributes = {k: str(props[k]) for k in QUEUE_ATTRIBUTES if k in props}
     if visibility_timeout is not None:

@@ -83,7 +83,7 @@ class Deployment:
             self._moto = None
 
     def aws(self, service: str) -> Any:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
 
         return boto3.client(service, endpoint_url=self.cloud_url, region_name=REGION, **_boto_credentials())
 

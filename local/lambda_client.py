@@ -50,7 +50,9 @@ class RuntimeApi:
     def __init__(self, address: str):
         self.connection = http.client.HTTPConnection(address)
 
-    def call(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    def call(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         self.connection.request(method, f"/{API_VERSION}/runtime/{path}", body=body, headers=headers or {})
         response = self.connection.getresponse()
         return response.status, response.headers, response.read()

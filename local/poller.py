@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from local.instance import InvokeResult
 from local.pool import FunctionPool, Throttled
+from local.serving import BackgroundLoop
 
 WAIT_SECONDS = 1  # long-poll window; also how soon a poller notices it should stop
 
@@ -35,7 +35,7 @@ class Delivery:
 Report = Callable[[list[Delivery], InvokeResult | None], None]
 
 
-class QueuePoller:
+class QueuePoller(BackgroundLoop):
     def __init__(
         self,
         sqs: Any,
@@ -47,24 +47,10 @@ class QueuePoller:
         retry_delay: int | None,
         report: Report,
     ):
+        super().__init__(f"poll-{pool.name}", threads=concurrency)
         self.sqs, self.queue, self.pool = sqs, queue, pool
         self.batch_size = min(batch_size, 10)
         self.retry_delay, self.report = retry_delay, report
-        self._stopping = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"poll-{pool.name}-{n}", daemon=True) for n in range(concurrency)
-        ]
-
-    def start(self) -> QueuePoller:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def stop(self, timeout: float = WAIT_SECONDS + 1) -> None:
-        """Stop polling; a batch being processed may finish within `timeout` seconds."""
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join(timeout=timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -101,7 +87,7 @@ class QueuePoller:
             return every, result
         answer = json.loads(result.response)
         failures = answer.get("batchItemFailures", []) if isinstance(answer, dict) else []
-        named = {f.get("itemIdentifier") for f in failures if isinstance(f, dict)}
+        named = {str(f.get("itemIdentifier")) for f in failures if isinstance(f, dict)}
         return (named if named <= every else every), result  # an unknown id fails the batch, as Lambda does
 
     def _settle(self, deliveries: list[Delivery]) -> None:

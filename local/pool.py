@@ -81,6 +81,23 @@ class FunctionPool:
         _stop_all(every)
 
     def _acquire(self) -> Instance:
+        """A warm instance, else a new one; waits or throttles at the limit."""
+        warm = self._reserve()
+        if warm is not None:
+            return warm
+        started: Instance | None = None
+        try:
+            started = Instance(self.sandbox, self._log)
+            return started
+        finally:
+            with self._changed:
+                self._starting -= 1
+                if started is not None:
+                    self._busy.add(started)
+                self._changed.notify_all()
+
+    def _reserve(self) -> Instance | None:
+        """A warm instance, or None with a place reserved for a new one."""
         with self._changed:
             while True:
                 while self._idle:
@@ -91,20 +108,10 @@ class FunctionPool:
                     instance.stop()
                 if len(self._busy) + self._starting < self.limit:
                     self._starting += 1
-                    break
+                    return None
                 if self.throttle:
                     raise Throttled(f"{self.name} is at its reserved concurrency ({self.limit})")
                 self._changed.wait()
-        instance = None
-        try:
-            instance = Instance(self.sandbox, self._log)
-        finally:
-            with self._changed:
-                self._starting -= 1
-                if instance is not None:
-                    self._busy.add(instance)
-                self._changed.notify_all()
-        return instance
 
     def _release(self, instance: Instance) -> None:
         with self._changed:

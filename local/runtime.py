@@ -7,8 +7,10 @@ import importlib.util
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -38,11 +40,13 @@ class LambdaContext:
         return max(0, int((self.timeout - (time.monotonic() - self.started)) * 1000))
 
 
-def load_handler(code_uri: Path, handler: str, name: str):
+def load_handler(code_uri: Path, handler: str, name: str) -> Callable[[Any, Any], Any]:
     """Import `module.function` from `code_uri` as a module of its own."""
     module_name, _, function_name = handler.rpartition(".")
     spec = importlib.util.spec_from_file_location(f"lambda_{name}", code_uri / f"{module_name}.py")
+    assert spec is not None and spec.loader is not None, f"no module {module_name} in {code_uri}"
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return getattr(module, function_name)
+    handler_function: Callable[[Any, Any], Any] = getattr(module, function_name)
+    return handler_function

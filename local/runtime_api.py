@@ -57,7 +57,7 @@ class RuntimeApi(QuietHTTPServer):
     @property
     def address(self) -> str:
         host, port = self.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def submit(self, invocation: Invocation) -> None:
         self._next.put(invocation)

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from local.serving import QuietHTTPServer
@@ -20,7 +21,7 @@ from local.serving import QuietHTTPServer
 USERS = 10
 
 
-def make_posts(count: int, start: int = 1) -> list[dict]:
+def make_posts(count: int, start: int = 1) -> list[dict[str, Any]]:
     """Posts shaped like JSONPlaceholder's: ten users, each with a run of consecutive ids."""
     per_user = max(1, count // USERS)
     return [
@@ -37,7 +38,7 @@ def make_posts(count: int, start: int = 1) -> list[dict]:
 @dataclass
 class Scripted:
     status: int = 200
-    body: bytes | str | list | dict | None = None
+    body: bytes | str | list[Any] | dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
 
@@ -54,9 +55,15 @@ class SampleUpstream:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/posts"
+        return f"http://{host!s}:{port}/posts"
 
-    def then_respond(self, status: int = 200, body=None, headers=None, delay: float = 0.0) -> None:
+    def then_respond(
+        self,
+        status: int = 200,
+        body: bytes | str | list[Any] | dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
         """Answer the next request with this instead of posts (calls queue up in order)."""
         self._script.append(Scripted(status, body, headers or {}, delay))
 
@@ -70,7 +77,7 @@ class SampleUpstream:
     def __enter__(self) -> SampleUpstream:
         return self.start()
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
     def answer(self, path: str) -> Scripted:
@@ -118,7 +125,7 @@ def _handler_for(upstream: SampleUpstream) -> type[BaseHTTPRequestHandler]:
             except ConnectionError:
                 pass
 
-        def log_message(self, *_args) -> None:
+        def log_message(self, *_args: object) -> None:
             pass
 
     return Handler

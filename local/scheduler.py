@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from local.instance import InvokeResult
 from local.pool import FunctionPool, Throttled
+from local.serving import BackgroundLoop
 
 UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
@@ -31,25 +31,16 @@ def rate_seconds(expression: str) -> float:
     return int(match.group(1)) * units[match.group(2)]
 
 
-class Scheduler:
+class Scheduler(BackgroundLoop):
     def __init__(
         self,
         pool: FunctionPool,
         expression: str,
         report: Callable[[InvokeResult | None, datetime], None],
     ):
+        super().__init__(f"schedule-{pool.name}")
         self.pool, self.expression, self.report = pool, expression, report
         self.interval = rate_seconds(expression)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"schedule-{pool.name}", daemon=True)
-
-    def start(self) -> Scheduler:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval

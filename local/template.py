@@ -17,7 +17,7 @@ class _CfnLoader(yaml.SafeLoader):
     """YAML with CloudFormation's short forms (!Ref, !GetAtt, !Sub, ...) read as their long forms."""
 
 
-def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict:
+def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
     name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
@@ -25,12 +25,12 @@ def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict:
             value = value.split(".", 1)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
-    else:
+    elif isinstance(node, yaml.MappingNode):
         value = loader.construct_mapping(node, deep=True)
     return {name: value}
 
 
-_CfnLoader.add_multi_constructor("!", _short_form)
+_CfnLoader.add_multi_constructor("!", _short_form)  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Function:
     handler: str
     timeout: int
     environment: dict[str, Any]  # Globals merged with the function's own; references unresolved
-    events: dict[str, dict]
+    events: dict[str, dict[str, Any]]
     runtime: str = "python3.13"
     memory_size: int = 128
     reserved_concurrency: int | None = None
@@ -52,7 +52,7 @@ class Route:
     method: str  # an HTTP method, or ANY
     path: str  # API Gateway's resource path, e.g. /fetch/status/{job_id}
     function: str
-    pattern: re.Pattern = field(compare=False)
+    pattern: re.Pattern[str] = field(compare=False)
     api_key_required: bool = False
     timeout_ms: int = 29_000  # the integration's TimeoutInMillis: API Gateway answers 504 past it
 
@@ -81,10 +81,10 @@ class Template:
     parameters: dict[str, Any]
     functions: dict[str, Function]
     routes: list[Route]
-    queues: dict[str, dict]
+    queues: dict[str, dict[str, Any]]
     sqs_sources: list[SqsSource]
     schedules: list[Schedule]
-    raw: dict
+    raw: dict[str, Any]
 
 
 def load(path: Path = TEMPLATE, root: Path | None = None) -> Template:
@@ -132,7 +132,9 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
     return value
 
 
-def _function(name: str, props: dict, defaults: dict, root: Path, layers: dict[str, Path]) -> Function:
+def _function(
+    name: str, props: dict[str, Any], defaults: dict[str, Any], root: Path, layers: dict[str, Path]
+) -> Function:
     env = {
         **defaults.get("Environment", {}).get("Variables", {}),
         **props.get("Environment", {}).get("Variables", {}),
@@ -141,7 +143,7 @@ def _function(name: str, props: dict, defaults: dict, root: Path, layers: dict[s
     return Function(
         name=name,
         code_uri=root / props.get("CodeUri", defaults.get("CodeUri", ".")),
-        handler=props.get("Handler", defaults.get("Handler")),
+        handler=str(props.get("Handler", defaults.get("Handler"))),
         timeout=int(props.get("Timeout", defaults.get("Timeout", 3))),
         environment=env,
         events=props.get("Events", {}),
@@ -152,7 +154,7 @@ def _function(name: str, props: dict, defaults: dict, root: Path, layers: dict[s
     )
 
 
-def _sqs_source(function: str, props: dict) -> SqsSource:
+def _sqs_source(function: str, props: dict[str, Any]) -> SqsSource:
     scaling = props.get("ScalingConfig", {}).get("MaximumConcurrency")
     return SqsSource(
         function=function,
@@ -162,7 +164,7 @@ def _sqs_source(function: str, props: dict) -> SqsSource:
     )
 
 
-def _route(function: str, props: dict) -> Route:
+def _route(function: str, props: dict[str, Any]) -> Route:
     path = props["Path"]
     regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
     regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
