@@ -15,18 +15,45 @@ STAGE = "local"
 
 
 def match(routes: list[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-    """The route API Gateway would pick: the most specific resource, then its method or ANY."""
-    resources = sorted({r.path: r for r in routes if r.pattern.fullmatch(path)}.values(), key=lambda r: r.specificity)
-    for resource in resources:
-        on_resource = [r for r in routes if r.path == resource.path]
-        chosen = next((r for r in on_resource if r.method == method), None) or next(
-            (r for r in on_resource if r.method == "ANY"), None
-        )
-        found = chosen.pattern.fullmatch(path) if chosen else None
-        if chosen and found:
-            return chosen, {k: unquote(v) for k, v in found.groupdict().items()}
+    """The route API Gateway picks for a raw (percent-encoded) path, and its path parameters, decoded.
+
+    Segments are compared decoded, so `/fetc%68` is `/fetch`, while an encoded slash stays inside its
+    segment. A trailing slash names the same resource. Literal segments win over `{param}`, which
+    wins over `{greedy+}`; on the resource found, the route of the method wins over ANY.
+    """
+    segments = [unquote(part) for part in path.split("/")[1:]]
+    if segments and segments[-1] == "":
+        segments.pop()
+    fits = [(route, params) for route in routes if (params := _fit(route.segments, segments)) is not None]
+    if not fits:
         return None
-    return None
+    resource = min(fits, key=lambda fit: _specificity(fit[0]))[0].path
+    on_resource = [fit for fit in fits if fit[0].path == resource]
+    chosen = [f for f in on_resource if f[0].method == method] or [f for f in on_resource if f[0].method == "ANY"]
+    return chosen[0] if chosen else None
+
+
+def _fit(resource: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for i, part in enumerate(resource):
+        if part.startswith("{") and part.endswith("+}"):
+            rest = segments[i:]
+            if not rest or "" in rest:
+                return None
+            params[part[1:-2]] = "/".join(rest)
+            return params
+        if i >= len(segments) or not segments[i]:
+            return None
+        if part.startswith("{"):
+            params[part[1:-1]] = segments[i]
+        elif part != segments[i]:
+            return None
+    return params if len(segments) == len(resource) else None
+
+
+def _specificity(route: Route) -> tuple[int, ...]:
+    """Sorts first the resource API Gateway prefers, segment by segment: literal, then {param}, then {greedy+}."""
+    return tuple(2 if p.endswith("+}") else 1 if p.startswith("{") else 0 for p in route.segments)
 
 
 def request_event(
@@ -44,7 +71,7 @@ def request_event(
     now = time.time()
     return {
         "resource": route.path,
-        "path": unquote(path),
+        "path": path,  # as the client sent it, percent-encoded, as a REST API delivers it
         "httpMethod": method,
         "headers": _last(headers) or None,
         "multiValueHeaders": _grouped(headers) or None,
@@ -57,7 +84,7 @@ def request_event(
         "requestContext": {
             "resourcePath": route.path,
             "httpMethod": method,
-            "path": unquote(path),
+            "path": path,
             "stage": STAGE,
             "requestId": str(uuid.uuid4()),
             "requestTimeEpoch": int(now * 1000),

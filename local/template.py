@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,12 @@ class Route:
     method: str  # an HTTP method, or ANY
     path: str  # API Gateway's resource path, e.g. /fetch/status/{job_id}
     function: str
-    pattern: re.Pattern[str] = field(compare=False)
     api_key_required: bool = False
     timeout_ms: int = 29_000  # the integration's TimeoutInMillis: API Gateway answers 504 past it
 
     @property
-    def specificity(self) -> tuple[int, int, int]:
-        """Sorts first the resource API Gateway prefers: no greedy part, fewer parameters, more text."""
-        return ("+}" in self.path, self.path.count("{"), -len(self.path))
+    def segments(self) -> tuple[str, ...]:
+        return tuple(part for part in self.path.split("/") if part)
 
 
 @dataclass(frozen=True)
@@ -165,9 +163,6 @@ def _sqs_source(function: str, props: dict[str, Any]) -> SqsSource:
 
 
 def _route(function: str, props: dict[str, Any]) -> Route:
-    path = props["Path"]
-    regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(path))
-    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
     key = bool(props.get("Auth", {}).get("ApiKeyRequired"))
     timeout = int(props.get("TimeoutInMillis", 29_000))
-    return Route(props["Method"].upper(), path, function, re.compile(regex), key, timeout)
+    return Route(props["Method"].upper(), props["Path"], function, key, timeout)

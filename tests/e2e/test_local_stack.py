@@ -13,6 +13,7 @@ import pytest
 
 from aggregator.store import Store
 from tests.e2e.conftest import ROOT, user_environment
+from tests.running_stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 
@@ -211,6 +212,51 @@ def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(start_stack, f
     assert stack.request("POST", "/fetch?mode=sync", {"X-Api-Key": "s3cret-key"})[0] == 200
     assert stack.json("GET", "/data")[0] == 200
     assert stack.request("PUT", "/fetch")[0] == 405
+
+
+SPELLINGS_OF_FETCH = [
+    "/fetch/?mode=sync",
+    "/fetc%68?mode=sync",
+    "/%66etch?mode=sync",
+    "/fetch%2F?mode=sync",
+    "/fetch%2f?mode=task",
+    "//fetch?mode=sync",
+    "/fetch/./?mode=sync",
+    "/FETCH?mode=sync",
+    "/fetch;x?mode=sync",
+    "/fetch/%2e?mode=sync",
+    "/fetch%00?mode=task",
+    "/fetch/status/..%2F..%2Ffetch?mode=sync",
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS_OF_FETCH)
+def test_no_spelling_of_the_fetch_path_skips_the_api_key(keyed_stack, fake_upstream, spelling):
+    asked = fake_upstream.requests
+    status, _, body = keyed_stack.request("POST", spelling)
+    assert status in (403, 404, 405), (status, body)
+    assert fake_upstream.requests == asked  # nothing was fetched
+    assert keyed_stack.json("GET", "/data")[1] == []  # nothing was stored
+
+
+def test_a_job_id_with_a_trailing_newline_is_not_that_job(stack):
+    job = stack.json("POST", "/fetch?mode=sync")[1]
+    for suffix in ("%0a", "%0A", "%0d%0a", "%20", "%00"):
+        status, answer = stack.json("GET", f"/fetch/status/{job['job_id']}{suffix}")
+        assert status in (404, 422) and answer.get("job_id") is None, (suffix, status)
+
+
+@pytest.fixture(scope="module")
+def keyed_stack(fake_upstream, tmp_path_factory):
+    running = RunningStack(
+        {
+            "UPSTREAM_URL": fake_upstream.url,
+            "API_KEY": "s3cret-key",
+            "DB_PATH": str(tmp_path_factory.mktemp("k") / "k.db"),
+        }
+    )
+    yield running
+    running.stop()
 
 
 def test_upstream_faults_through_the_stack(stack, fake_upstream):
