@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import threading
 import time
 
@@ -194,3 +195,48 @@ def test_past_the_local_concurrency_a_request_waits_for_a_free_instance(tmp_path
         assert first["pid"] == second["pid"] and second["started"] >= first["finished"]  # one after the other
     finally:
         stack.stop()
+
+
+def raw_request(stack: RunningStack, request: bytes) -> tuple[int, bytes]:
+    """Status and body of one request written byte for byte on a socket."""
+    host, port = stack.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            length = re.search(rb"Content-Length: (\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+    return int(reply.split(b" ", 2)[1]), reply.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Length: abc\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 1e3\r\n",
+        b"Content-Length: \xd9\xa3\r\n",  # an Arabic-Indic digit three
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\n",  # with a chunk size that is not hexadecimal
+    ],
+)
+def test_a_malformed_body_framing_is_answered_400(probes, headers):
+    body = b"zz\r\nhello\r\n0\r\n\r\n" if b"chunked" in headers else b"hello"
+    status, _ = raw_request(probes, b"POST /echo HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + body)
+    assert status == 400
+
+
+def test_a_chunked_body_reaches_the_function_whole(probes):
+    chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    request = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+    status, body = raw_request(probes, request)
+    assert (status, json.loads(body)) == (200, {"body": "hello world", "base64": False})
+
+
+def test_a_body_over_api_gateways_10_mb_is_answered_413(probes):
+    status, _ = raw_request(probes, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10485761\r\n\r\n")
+    assert status == 413
