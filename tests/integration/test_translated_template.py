@@ -2,14 +2,27 @@
 supported parameter set. cfn-lint and `sam validate` read the template before translation and accept
 a Ref to a name that merely looks like one SAM generates; these tests read what SAM generates."""
 
+import json
+
 import pytest
 
-from tests.cloudformation import EXISTING_NETWORK, PARAMETER_SETS, Stack, translate
+from tests.cloudformation import (
+    EXISTING_NETWORK,
+    PARAMETER_SETS,
+    Ref,
+    Stack,
+    translate,
+)
 
 
 @pytest.fixture(params=list(PARAMETER_SETS))
 def stack(request) -> Stack:
     return Stack(PARAMETER_SETS[request.param])
+
+
+def single(stack: Stack, resource_type: str) -> tuple[str, dict]:
+    [(name, props)] = stack.of_type(resource_type).items()
+    return name, props
 
 
 def test_every_reference_resolves(stack):
@@ -23,3 +36,52 @@ def test_a_reference_to_a_name_sam_does_not_generate_is_caught():
     problems = Stack(EXISTING_NETWORK, template).problems
     assert any(p.startswith("Ref ApiKey") for p in problems)
     assert any("DependsOn Vpc, whose condition CreateNetwork is false" in p for p in problems)
+
+
+def test_the_api_has_one_stage_prod_throttled_traced_and_logged(stack):
+    (api, _) = single(stack, "AWS::ApiGateway::RestApi")
+    stages = stack.of_type("AWS::ApiGateway::Stage")
+    deployments = stack.of_type("AWS::ApiGateway::Deployment")
+    named = [p["StageName"] for p in stages.values()] + [
+        p["StageName"] for p in deployments.values() if "StageName" in p
+    ]
+    assert named == ["Prod"], "a deployment's StageName creates a stage with none of Prod's settings"
+    [prod] = stages.values()
+    assert prod["RestApiId"] == Ref(api) and prod["DeploymentId"] == Ref(next(iter(deployments)))
+    [setting] = prod["MethodSettings"]
+    assert setting["ThrottlingRateLimit"] > 0 and setting["ThrottlingBurstLimit"] > 0
+    assert prod["TracingEnabled"] is True
+    log_group = prod["AccessLogSetting"]["DestinationArn"]
+    assert stack.resources[log_group.resource]["Type"] == "AWS::Logs::LogGroup"
+    assert json.loads(prod["AccessLogSetting"]["Format"])["requestId"] == "$context.requestId"
+    assert stack.outputs["ApiUrl"] == f"https://${{{api}}}.execute-api.us-east-1.amazonaws.com/Prod"
+
+
+def test_only_post_fetch_needs_the_usage_plans_key(stack):
+    (api, rest_api) = single(stack, "AWS::ApiGateway::RestApi")
+    operations = {(m.upper(), path): op for path, item in rest_api["Body"]["paths"].items() for m, op in item.items()}
+    keyed = {operation for operation, spec in operations.items() if spec.get("security")}
+    assert keyed == {("POST", "/fetch")}
+    [(stage, _)] = stack.of_type("AWS::ApiGateway::Stage").items()
+    (plan, plan_props) = single(stack, "AWS::ApiGateway::UsagePlan")
+    assert plan_props["ApiStages"] == [{"ApiId": Ref(api), "Stage": Ref(stage)}]
+    assert plan_props["Throttle"]["RateLimit"] > 0 and plan_props["Quota"]["Limit"] > 0
+    (key, _) = single(stack, "AWS::ApiGateway::ApiKey")
+    (_, link) = single(stack, "AWS::ApiGateway::UsagePlanKey")
+    assert (link["KeyId"], link["UsagePlanId"]) == (Ref(key), Ref(plan))
+    assert stack.outputs["ApiKeyId"] == Ref(key)
+
+
+def test_every_route_invokes_its_function_with_permission_from_the_api(stack):
+    (api, rest_api) = single(stack, "AWS::ApiGateway::RestApi")
+    invoked = {
+        op["x-amazon-apigateway-integration"]["uri"].split("${")[-1].split(".Arn}")[0]
+        for item in rest_api["Body"]["paths"].values()
+        for op in item.values()
+    }
+    permitted = {
+        p["FunctionName"].resource
+        for p in stack.of_type("AWS::Lambda::Permission").values()
+        if p["Principal"] == "apigateway.amazonaws.com" and f"${{{api}}}" in p["SourceArn"]
+    }
+    assert invoked == permitted == {"ReadApiFunction", "FetchApiFunction", "DocsFunction"}
