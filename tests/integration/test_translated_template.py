@@ -9,6 +9,7 @@ import pytest
 from tests.cloudformation import (
     EXISTING_NETWORK,
     PARAMETER_SETS,
+    STACK_NAME,
     Ref,
     Stack,
     translate,
@@ -23,6 +24,10 @@ def stack(request) -> Stack:
 def single(stack: Stack, resource_type: str) -> tuple[str, dict]:
     [(name, props)] = stack.of_type(resource_type).items()
     return name, props
+
+
+def functions(stack: Stack) -> dict[str, dict]:
+    return stack.of_type("AWS::Lambda::Function")
 
 
 def test_every_reference_resolves(stack):
@@ -85,3 +90,11 @@ def test_every_route_invokes_its_function_with_permission_from_the_api(stack):
         if p["Principal"] == "apigateway.amazonaws.com" and f"${{{api}}}" in p["SourceArn"]
     }
     assert invoked == permitted == {"ReadApiFunction", "FetchApiFunction", "DocsFunction"}
+
+
+def test_the_layer_is_the_stacks_own_and_old_versions_are_deleted(stack):
+    (layer, props) = single(stack, "AWS::Lambda::LayerVersion")
+    assert props["LayerName"] == f"{STACK_NAME}-common"
+    assert stack.resources[layer]["DeletionPolicy"] == "Delete"
+    for function in functions(stack).values():
+        assert function["Layers"] == [Ref(layer)]
