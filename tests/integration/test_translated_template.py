@@ -10,6 +10,7 @@ from tests.cloudformation import (
     EXISTING_NETWORK,
     PARAMETER_SETS,
     STACK_NAME,
+    STATEFUL_TYPES,
     Ref,
     Stack,
     translate,
@@ -90,6 +91,22 @@ def test_every_route_invokes_its_function_with_permission_from_the_api(stack):
         if p["Principal"] == "apigateway.amazonaws.com" and f"${{{api}}}" in p["SourceArn"]
     }
     assert invoked == permitted == {"ReadApiFunction", "FetchApiFunction", "DocsFunction"}
+
+
+def test_what_holds_data_outlives_the_stack_and_nothing_else_does(stack):
+    stateful = {n for n, r in stack.resources.items() if r["Type"] in STATEFUL_TYPES}
+    assert stateful, "the data lives somewhere"
+    retained = {
+        n for n, r in stack.resources.items() if "Retain" in (r.get("DeletionPolicy"), r.get("UpdateReplacePolicy"))
+    }
+    assert retained == stateful
+    for name in retained:
+        resource = stack.resources[name]
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
+    for file_system in stack.of_type("AWS::EFS::FileSystem").values():
+        assert file_system["Encrypted"] is True and file_system["BackupPolicy"] == {"Status": "ENABLED"}
+    for log_group in stack.of_type("AWS::Logs::LogGroup").values():
+        assert STACK_NAME in log_group["LogGroupName"], "kept, it would block a new stack of the same name"
 
 
 def test_the_layer_is_the_stacks_own_and_old_versions_are_deleted(stack):
