@@ -48,6 +48,7 @@ PARAMETER_SETS = {
         "ExistingFunctionSecurityGroupId": "sg-0a1b2c3d4e5f60718",
     },
     "alarms notify a topic": {"AlarmTopicArn": ALARM_TOPIC},
+    "the account's logging role left alone": {"SetApiGatewayLoggingRole": "false"},
 }
 
 # Resources that hold data a delete or a replacement would destroy.

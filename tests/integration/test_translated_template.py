@@ -93,13 +93,15 @@ def test_every_route_invokes_its_function_with_permission_from_the_api(stack):
     assert invoked == permitted == {"ReadApiFunction", "FetchApiFunction", "DocsFunction"}
 
 
-def test_what_holds_data_outlives_the_stack_and_nothing_else_does(stack):
+def test_what_holds_data_or_serves_the_account_outlives_the_stack_and_nothing_else_does(stack):
     stateful = {n for n, r in stack.resources.items() if r["Type"] in STATEFUL_TYPES}
     assert stateful, "the data lives somewhere"
+    account_wide = set(stack.of_type("AWS::ApiGateway::Account"))
+    account_wide |= {p["CloudWatchRoleArn"].resource for p in stack.of_type("AWS::ApiGateway::Account").values()}
     retained = {
         n for n, r in stack.resources.items() if "Retain" in (r.get("DeletionPolicy"), r.get("UpdateReplacePolicy"))
     }
-    assert retained == stateful
+    assert retained == stateful | account_wide
     for name in retained:
         resource = stack.resources[name]
         assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
@@ -115,3 +117,20 @@ def test_the_layer_is_the_stacks_own_and_old_versions_are_deleted(stack):
     assert stack.resources[layer]["DeletionPolicy"] == "Delete"
     for function in functions(stack).values():
         assert function["Layers"] == [Ref(layer)]
+
+
+def test_the_account_wide_logging_role_is_set_only_when_asked_and_outlives_the_stack(stack):
+    accounts = stack.of_type("AWS::ApiGateway::Account")
+    asked = stack.parameters["SetApiGatewayLoggingRole"] == "true"
+    assert bool(accounts) == asked
+    for name, account in accounts.items():
+        role = account["CloudWatchRoleArn"].resource
+        assert "Retain" == stack.resources[name]["DeletionPolicy"] == stack.resources[role]["DeletionPolicy"]
+        # the stage is created after the setting, or API Gateway refuses its access logs
+        api = stack.resources["Api"]
+        handle = stack.resolve(stack.resources[api["DependsOn"]]["Metadata"])
+        assert Ref(name) in handle.values()
+
+
+def test_by_default_the_stack_sets_the_accounts_logging_role_which_a_new_account_needs():
+    assert Stack({}).of_type("AWS::ApiGateway::Account")
