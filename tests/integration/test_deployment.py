@@ -101,20 +101,6 @@ def test_the_api_throttles_its_stage_logs_access_and_meters_post_fetch():
     assert api["Auth"]["UsagePlan"]["Quota"]["Period"] == "DAY"
 
 
-def test_alarms_watch_the_dlq_the_worker_and_api_errors_and_can_notify():
-    alarms = {name: p["Properties"] for name, p in RESOURCES.items() if p["Type"] == "AWS::CloudWatch::Alarm"}
-    watched = {(a["Namespace"], a["MetricName"]) for a in alarms.values()}
-    assert watched == {
-        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
-        ("AWS/Lambda", "Errors"),
-        ("AWS/ApiGateway", "5XXError"),
-    }
-    for alarm in alarms.values():
-        assert alarm["AlarmActions"] == {
-            "Fn::If": ["NotifyOnAlarm", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
-        }
-
-
 def test_every_function_logs_to_a_group_with_retention():
     for name in TEMPLATE.functions:
         group = props(name)["LoggingConfig"]["LogGroup"]["Ref"]

@@ -6,15 +6,19 @@ import json
 
 import pytest
 
+from aggregator.metrics import NAMESPACE
 from tests.cloudformation import (
     EXISTING_NETWORK,
+    NO_VALUE,
     PARAMETER_SETS,
     STACK_NAME,
     STATEFUL_TYPES,
+    GetAtt,
     Ref,
     Stack,
     translate,
 )
+from tests.conftest import invoke, load_event
 
 
 @pytest.fixture(params=list(PARAMETER_SETS))
@@ -134,3 +138,73 @@ def test_the_account_wide_logging_role_is_set_only_when_asked_and_outlives_the_s
 
 def test_by_default_the_stack_sets_the_accounts_logging_role_which_a_new_account_needs():
     assert Stack({}).of_type("AWS::ApiGateway::Account")
+
+
+def test_alarms_watch_what_exists_and_notify_the_topic_when_one_is_given(stack):
+    alarms = stack.of_type("AWS::CloudWatch::Alarm")
+    assert set(alarms) == {"FetchFailuresAlarm", "DeadLetterAlarm", "WorkerErrorsAlarm", "Api5xxAlarm"}
+    topic = stack.parameters["AlarmTopicArn"]
+    for name, alarm in alarms.items():
+        assert alarm.get("AlarmActions", NO_VALUE) == ([topic] if topic else NO_VALUE), name
+        # back to OK after one 5-minute period without a failure, so the next one notifies again
+        assert (period_of(alarm), alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (300, 1, "notBreaching")
+    assert (alarms["Api5xxAlarm"]["Statistic"], alarms["Api5xxAlarm"]["Threshold"]) == ("Sum", 5)
+    dimensions = {name: metric_of(alarm)["Dimensions"] for name, alarm in alarms.items()}
+    assert dimensions["WorkerErrorsAlarm"] == [{"Name": "FunctionName", "Value": Ref("WorkerFunction")}]
+    assert dimensions["DeadLetterAlarm"] == [
+        {
+            "Name": "QueueName",
+            "Value": GetAtt(stack.props("FetchQueue")["RedrivePolicy"]["deadLetterTargetArn"].resource, "QueueName"),
+        }
+    ]
+    (_, rest_api) = single(stack, "AWS::ApiGateway::RestApi")
+    [stage] = stack.of_type("AWS::ApiGateway::Stage").values()
+    assert dimensions["Api5xxAlarm"] == [
+        {"Name": "ApiName", "Value": rest_api["Name"]},
+        {"Name": "Stage", "Value": stage["StageName"]},
+    ]
+
+
+def period_of(alarm: dict) -> int:
+    return alarm.get("Period") or next(m["MetricStat"]["Period"] for m in alarm["Metrics"] if "MetricStat" in m)
+
+
+def metric_of(alarm: dict) -> dict:
+    """The metric an alarm watches, directly or inside its metric math."""
+    if "MetricName" in alarm:
+        return {k: alarm[k] for k in ("Namespace", "MetricName", "Dimensions")}
+    [stat] = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
+    return stat["Metric"]
+
+
+def test_the_dead_letter_alarm_fires_on_each_new_message_not_on_the_depth():
+    """The depth of a queue nothing drains stays up after the first failure; its growth does not."""
+    alarm = Stack({}).props("DeadLetterAlarm")
+    [expression] = [m for m in alarm["Metrics"] if m.get("ReturnData")]
+    [depth] = [m["Id"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert expression["Expression"] == f"DIFF(FILL({depth}, 0))"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_the_failure_alarm_watches_the_metric_a_failed_fetch_emits(upstream, capsys):
+    alarm = Stack({}).props("FetchFailuresAlarm")
+    upstream.then_respond(500, {})
+    capsys.readouterr()
+    invoke("FetchApiFunction", load_event("post_fetch_sync"))
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [directive] = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == alarm["Namespace"] == NAMESPACE
+    assert alarm["MetricName"] in {m["Name"] for m in directive["Metrics"]}
+    [dimension_names] = directive["Dimensions"]
+    assert [{"Name": name, "Value": emf[name]} for name in dimension_names] == alarm["Dimensions"]
+    assert sum(emf[alarm["MetricName"]]) >= alarm["Threshold"], "one failed fetch is enough to fire"
+    assert (alarm["Statistic"], alarm["ComparisonOperator"]) == ("Sum", "GreaterThanOrEqualToThreshold")
+
+
+def test_a_message_naming_no_known_job_fails_without_a_failed_fetch_so_only_the_dead_letter_alarm_sees_it(capsys):
+    event = load_event("sqs_fetch_job")  # its job is in no fresh database
+    capsys.readouterr()
+    response = invoke("WorkerFunction", event)
+    assert response["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert not any("FetchFailures" in line for line in emitted)
