@@ -115,6 +115,14 @@ def test_what_holds_data_or_serves_the_account_outlives_the_stack_and_nothing_el
         assert STACK_NAME in log_group["LogGroupName"], "kept, it would block a new stack of the same name"
 
 
+def test_every_function_is_traced_and_logs_to_its_own_group_for_the_days_asked(stack):
+    groups = [function["LoggingConfig"]["LogGroup"] for function in functions(stack).values()]
+    assert len(set(groups)) == len(groups)
+    for group in groups:
+        assert stack.props(group.resource)["RetentionInDays"] == stack.parameters["LogRetentionDays"]
+    assert {f["TracingConfig"]["Mode"] for f in functions(stack).values()} == {"Active"}
+
+
 def test_the_layer_is_the_stacks_own_and_old_versions_are_deleted(stack):
     (layer, props) = single(stack, "AWS::Lambda::LayerVersion")
     assert props["LayerName"] == f"{STACK_NAME}-common"
@@ -138,6 +146,122 @@ def test_the_account_wide_logging_role_is_set_only_when_asked_and_outlives_the_s
 
 def test_by_default_the_stack_sets_the_accounts_logging_role_which_a_new_account_needs():
     assert Stack({}).of_type("AWS::ApiGateway::Account")
+
+
+def test_fetch_jobs_flow_from_the_queue_to_the_worker_and_failures_to_the_dead_letter_queue(stack):
+    (_, source) = single(stack, "AWS::Lambda::EventSourceMapping")
+    worker = source["FunctionName"].resource
+    queue = source["EventSourceArn"].resource
+    assert (worker, queue) == ("WorkerFunction", "FetchQueue")
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 1 <= source["BatchSize"] <= 10, "a FIFO queue hands Lambda at most 10 messages"
+    assert 2 <= source["ScalingConfig"]["MaximumConcurrency"] <= 1000, "the range SQS accepts"
+    queue_props = stack.props(queue)
+    dead_letter = queue_props["RedrivePolicy"]["deadLetterTargetArn"]
+    assert dead_letter == GetAtt("FetchDeadLetterQueue", "Arn")
+    dlq_props = stack.props(dead_letter.resource)
+    assert queue_props["FifoQueue"] is dlq_props["FifoQueue"] is True
+    worker_props = functions(stack)[worker]
+    assert queue_props["VisibilityTimeout"] >= 6 * worker_props["Timeout"], "AWS's advice for Lambda consumers"
+    assert dlq_props["MessageRetentionPeriod"] > queue_props["MessageRetentionPeriod"]
+    # the worker marks a job failed on the delivery after which SQS gives the message up
+    assert (
+        worker_props["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == queue_props["RedrivePolicy"]["maxReceiveCount"]
+    )
+
+
+def test_only_the_functions_that_queue_jobs_may_send_and_they_know_the_queue(stack):
+    senders = set()
+    for name, function in functions(stack).items():
+        assert function["Environment"]["Variables"]["QUEUE_URL"] == Ref("FetchQueue")
+        role = stack.props(function["Role"].resource)
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        assert all(s["Resource"] != "*" for s in statements), name
+        if any(action.startswith("sqs:Send") for s in statements for action in s["Action"]):
+            senders.add(name)
+            [resource] = {s["Resource"] for s in statements if s["Action"][0].startswith("sqs:")}
+            assert resource.endswith(":${FetchQueue.QueueName}")
+    assert senders == {"FetchApiFunction", "SchedulerFunction"}
+
+
+def test_the_schedule_invokes_the_scheduler_at_the_configured_rate(stack):
+    (rule, props) = single(stack, "AWS::Events::Rule")
+    assert props["ScheduleExpression"] == stack.parameters["ScheduleRate"]
+    assert props.get("State", "ENABLED") == "ENABLED"
+    [target] = props["Targets"]
+    assert target["Arn"] == GetAtt("SchedulerFunction", "Arn")
+    permissions = stack.of_type("AWS::Lambda::Permission").values()
+    assert any(
+        p["FunctionName"] == Ref("SchedulerFunction")
+        and p["Principal"] == "events.amazonaws.com"
+        and p["SourceArn"] == GetAtt(rule, "Arn")
+        for p in permissions
+    )
+
+
+def test_functions_reach_the_network_they_are_given_or_the_one_created(stack):
+    given = stack.parameters["ExistingVpcId"]
+    created = {r["Type"] for r in stack.resources.values()} & {
+        "AWS::EC2::VPC",
+        "AWS::EC2::Subnet",
+        "AWS::EC2::NatGateway",
+        "AWS::EC2::InternetGateway",
+    }
+    if given:
+        assert not created
+    subnets = (
+        [stack.parameters["ExistingSubnetA"], stack.parameters["ExistingSubnetB"]]
+        if given
+        else [Ref("PrivateSubnetA"), Ref("PrivateSubnetB")]
+    )
+    group = stack.parameters["ExistingFunctionSecurityGroupId"] or Ref("FunctionSecurityGroup")
+    in_vpc = {name: f["VpcConfig"] for name, f in functions(stack).items() if "VpcConfig" in f}
+    assert "DocsFunction" not in in_vpc, "it needs neither EFS nor the internet"
+    for config in in_vpc.values():
+        assert config == {"SubnetIds": subnets, "SecurityGroupIds": [group]}
+    if in_vpc and not given:
+        assert_private_subnets_reach_the_internet_through_a_nat(stack, subnets)
+
+
+def assert_private_subnets_reach_the_internet_through_a_nat(stack: Stack, subnets: list[Ref]) -> None:
+    zones = {json.dumps(stack.props(s.resource)["AvailabilityZone"]) for s in subnets}
+    assert len(zones) == 2
+    routes = stack.of_type("AWS::EC2::Route").values()
+    tables = {p["SubnetId"]: p["RouteTableId"] for p in stack.of_type("AWS::EC2::SubnetRouteTableAssociation").values()}
+    default = {r["RouteTableId"]: r for r in routes if r["DestinationCidrBlock"] == "0.0.0.0/0"}
+    for subnet in subnets:
+        nat = default[tables[subnet]]["NatGatewayId"].resource
+        public = stack.props(nat)["SubnetId"]
+        assert "GatewayId" in default[tables[public]], "the NAT gateway sits in a subnet with an internet gateway"
+
+
+def test_functions_mount_the_retained_file_system_where_db_path_points(stack):
+    for name, function in functions(stack).items():
+        if "FileSystemConfigs" not in function:
+            continue
+        [mount] = function["FileSystemConfigs"]
+        db_path = function["Environment"]["Variables"]["DB_PATH"]
+        assert db_path.startswith(mount["LocalMountPath"] + "/")
+        access_point = stack.props(mount["Arn"].resource)
+        file_system = access_point["FileSystemId"].resource
+        assert stack.resources[file_system]["DeletionPolicy"] == "Retain"
+        targets = {
+            n for n, t in stack.of_type("AWS::EFS::MountTarget").items() if t["FileSystemId"] == Ref(file_system)
+        }
+        assert set(stack.resources[name]["DependsOn"]) >= targets, "Lambda refuses a mount with no target yet"
+        subnets = {json.dumps(t["SubnetId"], default=str) for t in stack.of_type("AWS::EFS::MountTarget").values()}
+        assert subnets == {json.dumps(s, default=str) for s in function["VpcConfig"]["SubnetIds"]}
+
+
+def test_nfs_reaches_efs_only_from_the_functions(stack):
+    for ingress in stack.of_type("AWS::EC2::SecurityGroupIngress").values():
+        assert (ingress["FromPort"], ingress["ToPort"]) == (2049, 2049)
+        assert ingress["SourceSecurityGroupId"] == (
+            stack.parameters["ExistingFunctionSecurityGroupId"] or Ref("FunctionSecurityGroup")
+        )
+    for group in stack.of_type("AWS::EC2::SecurityGroup").values():
+        assert "SecurityGroupIngress" not in group
+        assert {rule.get("FromPort") for rule in group["SecurityGroupEgress"]} <= {443, 2049, None}
 
 
 def test_alarms_watch_what_exists_and_notify_the_topic_when_one_is_given(stack):
