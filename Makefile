@@ -33,6 +33,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy layers functions
 
 format: install
 	$(BIN)/ruff check --fix .

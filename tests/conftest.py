@@ -1,36 +1,19 @@
-"""Fixtures built from the project's own parts: template.yaml, events/, the sample upstream, moto."""
+"""Fixtures only; the helpers they and the tests share are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import copy
-import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from aggregator import config, queue
+from aggregator import config
 from aggregator.store import open_store
-from local import template
+from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
-from local.runtime import LambdaContext, load_handler
 from local.sample_upstream import SampleUpstream
-
-ROOT = Path(__file__).resolve().parent.parent
-EVENTS = ROOT / "events"
-TEMPLATE = template.load()
-_handlers: dict = {}
-
-
-def template_refs() -> dict:
-    return dict(TEMPLATE.parameters)
-
-
-def reset_settings() -> None:
-    config.settings.cache_clear()
-    queue._sqs.cache_clear()
+from tests.helpers import TEMPLATE, reset_settings, template_refs
 
 
 @pytest.fixture(autouse=True)
@@ -75,40 +58,19 @@ def sqs(monkeypatch):
 
 @pytest.fixture
 def store():
-    return open_store(config.settings().db_path)
+    """The store the functions use, as configured by the environment."""
+    return open_store(config.settings())
 
 
-def load_event(name: str) -> dict:
-    return json.loads((EVENTS / f"{name}.json").read_text())
+@pytest.fixture
+def db_path(tmp_path):
+    """The path of a SQLite file of the test's own, in a folder not created yet."""
+    return str(tmp_path / "nested" / "posts.db")
 
 
-def api_event(name: str, *, query: dict | None = None, path_params: dict | None = None, headers=None) -> dict:
-    """An event from events/, with its query string or path parameters replaced."""
-    event = copy.deepcopy(load_event(name))
-    if query is not None:
-        event["queryStringParameters"] = {k: v[-1] if isinstance(v, list) else v for k, v in query.items()} or None
-        event["multiValueQueryStringParameters"] = {
-            k: v if isinstance(v, list) else [v] for k, v in query.items()
-        } or None
-    if path_params is not None:
-        event["pathParameters"] = path_params
-        path = event["resource"]
-        for key, value in path_params.items():
-            path = path.replace("{" + key + "}", value)
-        event["path"] = path
-    if headers:
-        event["headers"] = {**(event["headers"] or {}), **headers}
-        event["multiValueHeaders"] = {**(event["multiValueHeaders"] or {}), **{k: [v] for k, v in headers.items()}}
-    return event
-
-
-def invoke(function: str, event: dict):
-    """Call a function's real handler, as declared in template.yaml, with a Lambda context."""
-    if function not in _handlers:
-        spec = TEMPLATE.functions[function]
-        _handlers[function] = load_handler(spec.code_uri, spec.handler, function)
-    return _handlers[function](event, LambdaContext(function))
-
-
-def body(response: dict):
-    return json.loads(response["body"])
+@pytest.fixture
+def db(db_path):
+    """A store on a SQLite file of the test's own, closed after the test."""
+    store = SqliteStore(db_path)
+    yield store
+    store.close()

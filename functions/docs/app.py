@@ -5,10 +5,12 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aggregator.api import error, resolver
 from aggregator.observability import logger
@@ -19,7 +21,8 @@ TITLE = "API aggregator"
 VERSION = "1.0.0"
 REDOC_SCRIPT = Path(__file__).parent / "redoc" / "redoc.standalone.js"  # ReDoc 2.5.4, MIT; served inline
 
-SECURITY = {"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)}  # the usage plan's key, for POST /fetch
+# The usage plan's key, for POST /fetch.
+SECURITY: dict[str, SecurityScheme] = {"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)}
 
 app = resolver(reads.router, fetches.router)
 app.configure_openapi(title=TITLE, version=VERSION, security_schemes=SECURITY)  # read by all that follows
@@ -27,12 +30,12 @@ app.enable_swagger(path="/docs")
 
 
 @app.get("/openapi.json", include_in_schema=False)
-def openapi_document():
+def openapi_document() -> Response[str]:
     return Response(status_code=200, content_type="application/json", body=_spec())
 
 
 @app.get("/redoc", include_in_schema=False)
-def redoc_page():
+def redoc_page() -> Response[str]:
     return Response(status_code=200, content_type="text/html", body=_redoc_page())
 
 
@@ -48,7 +51,7 @@ def _redoc_page() -> str:
 
 
 @app.not_found
-def unknown_route(_exc):
+def unknown_route(_exc: Exception) -> Response[Any]:
     path = app.current_event.path
     allowed = sorted(m.upper() for pattern, methods in _routes() if pattern.fullmatch(path) for m in methods)
     if allowed:
@@ -67,7 +70,7 @@ def _spec() -> str:
 
 
 @lru_cache(maxsize=1)
-def _routes() -> list[tuple[re.Pattern, list[str]]]:
+def _routes() -> list[tuple[re.Pattern[str], list[str]]]:
     """Each documented path as a pattern, with its methods: read from the one spec already built."""
     own = {"/docs": ["get"], "/redoc": ["get"], "/openapi.json": ["get"]}
     found = {path: [m for m in item if m in HTTP_METHODS] for path, item in json.loads(_spec())["paths"].items()}
@@ -75,5 +78,5 @@ def _routes() -> list[tuple[re.Pattern, list[str]]]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-def lambda_handler(event, context):
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -1,7 +1,12 @@
 """The EventBridge schedule: queue a fetch job (mode `scheduled`) on the worker's queue."""
 
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from aggregator import queue
 from aggregator.config import settings
+from aggregator.models import FetchMode
 from aggregator.observability import logger
 from aggregator.store import open_store
 
@@ -11,14 +16,14 @@ class NotAScheduledEvent(ValueError):
 
 
 @logger.inject_lambda_context
-def lambda_handler(event, context):
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict) or (event.get("source"), event.get("detail-type")) != (
         "aws.events",
         "Scheduled Event",
     ):
         raise NotAScheduledEvent("expected an EventBridge 'Scheduled Event' from 'aws.events'")
     config = settings()
-    job, outcome = queue.submit(open_store(config.db_path), config, "scheduled")
-    logger.set_correlation_id(job["job_id"])
-    logger.info("scheduled fetch", extra={"outcome": outcome})
-    return {"job_id": job["job_id"], "outcome": outcome}
+    claim = queue.submit(open_store(config), config, FetchMode.SCHEDULED)
+    logger.set_correlation_id(claim.job.job_id)
+    logger.info("scheduled fetch", extra={"outcome": claim.outcome.value})
+    return {"job_id": claim.job.job_id, "outcome": claim.outcome.value}

@@ -1,12 +1,16 @@
 """The SQS worker: runs each queued fetch job; failed records go back to the queue."""
 
+from typing import Any
+
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from aggregator import ingest, queue
 from aggregator.config import settings
 from aggregator.metrics import metrics, record_fetch
-from aggregator.models import FINISHED
+from aggregator.models import JobStatus
 from aggregator.observability import logger
 from aggregator.store import open_store
 
@@ -22,12 +26,12 @@ def run_record(record: SQSRecord) -> None:
     job_id = queue.job_id_of(record.body)
     logger.set_correlation_id(job_id)
     config = settings()
-    store = open_store(config.db_path)
+    store = open_store(config)
     job = store.get_job(job_id)
     if job is None:
         raise JobFailed(f"no job {job_id}")
-    if job["status"] in FINISHED:
-        logger.info("job already finished; message ignored", extra={"status": job["status"]})
+    if job.status.finished:
+        logger.info("job already finished; message ignored", extra={"status": job.status.value})
         return
     attempt = int(record.attributes.approximate_receive_count)
     last = attempt >= config.max_receive_count
@@ -37,13 +41,13 @@ def run_record(record: SQSRecord) -> None:
     except ingest.RetryLater as exc:
         logger.warning("job failed on this delivery; the queue delivers it again", extra={"reason": str(exc)})
         raise
-    logger.info("job finished", extra={"job": job})
+    logger.info("job finished", extra={"job": job.as_json()})
     record_fetch(job)
-    if job["status"] != "succeeded":
-        raise JobFailed(job["error"])
+    if job.status != JobStatus.SUCCEEDED:
+        raise JobFailed(job.error)
 
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def lambda_handler(event, context):
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=run_record, processor=processor, context=context)

@@ -3,9 +3,7 @@
 import pytest
 
 from local.sample_upstream import SampleUpstream
-from tests.running_stack import ROOT, RunningStack, user_environment
-
-__all__ = ["ROOT", "user_environment"]
+from tests.running_stack import RunningStack
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from local.cloud import create_queues
 from local.console import Console
 from local.sandbox import CLIENTS
 from local.stack import LocalStack, Options
-from tests.conftest import EVENTS, TEMPLATE, invoke, reset_settings, template_refs
+from tests.helpers import EVENTS, TEMPLATE, invoke, reset_settings, template_refs
 from tests.running_stack import ROOT, user_environment
 
 pytestmark = pytest.mark.e2e

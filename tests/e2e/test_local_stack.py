@@ -11,9 +11,9 @@ import time
 import boto3
 import pytest
 
-from aggregator.store import Store
-from tests.e2e.conftest import ROOT, user_environment
-from tests.running_stack import RunningStack
+from aggregator.models import FetchMode, JobStatus
+from aggregator.store.sqlite import SqliteStore
+from tests.running_stack import ROOT, RunningStack, user_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -120,15 +120,15 @@ def test_reads_are_never_blocked_by_a_fetch(stack, fake_upstream):
 
 def test_the_schedule_fires_the_scheduled_function(start_stack, fake_upstream, tmp_path):
     stack = start_stack(UPSTREAM_URL=fake_upstream.url, SCHEDULE_RATE="rate(1 second)")
-    store = Store(str(tmp_path / "aggregator.db"))
+    store = SqliteStore(str(tmp_path / "aggregator.db"))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        scheduled = [j for j in store.list_jobs() if j["mode"] == "scheduled" and j["status"] == "succeeded"]
+        scheduled = [j for j in store.list_jobs() if (j.mode, j.status) == (FetchMode.SCHEDULED, JobStatus.SUCCEEDED)]
         if scheduled:
             break
         time.sleep(0.1)
     assert scheduled, stack.output
-    stack.wait_for_output(f"SchedulerFunction fired: job {scheduled[0]['job_id']} started; next at ")
+    stack.wait_for_output(f"SchedulerFunction fired: job {scheduled[0].job_id} started; next at ")
 
 
 def test_ctrl_c_stops_every_part(start_stack, fake_upstream):

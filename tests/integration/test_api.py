@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import api_event, body, invoke, load_event
+from aggregator.models import JobStatus
+from tests.helpers import api_event, body, invoke, load_event, reset_settings
 
 UNKNOWN_JOB = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
 
@@ -48,7 +49,7 @@ def test_task_fetch_without_a_queue_answers_503_and_fails_the_job(upstream, stor
     assert response["statusCode"] == 503
     assert body(response)["message"] == "the fetch job could not be queued"
     [job] = store.list_jobs()
-    assert job["status"] == "failed" and "QUEUE_URL is not set" in job["error"]
+    assert job.status == JobStatus.FAILED and "QUEUE_URL is not set" in job.error
 
 
 def test_an_upstream_error_answers_502_with_the_failed_job_and_writes_nothing(upstream, store):
@@ -62,8 +63,6 @@ def test_an_upstream_error_answers_502_with_the_failed_job_and_writes_nothing(up
 
 def test_an_upstream_timeout_answers_504(upstream, monkeypatch):
     monkeypatch.setenv("UPSTREAM_TIMEOUT", "0.2")
-    from tests.conftest import reset_settings
-
     reset_settings()
     upstream.then_respond(200, [], delay=1.0)
     response = sync_fetch()
@@ -193,8 +192,6 @@ def test_a_fetch_while_a_job_is_queued_joins_it_and_queues_nothing_more(upstream
 
 def test_within_the_freshness_window_the_last_success_answers(upstream, sqs, monkeypatch):
     monkeypatch.setenv("MIN_FETCH_INTERVAL", "300")
-    from tests.conftest import reset_settings
-
     reset_settings()
     first = sync_fetch()
     assert header(first, "X-Fetch-Outcome") == "started"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from aggregator import ingest
 from aggregator.config import load
-from aggregator.store import Store
+from aggregator.models import FetchMode, JobStatus
+from aggregator.store.sqlite import SqliteStore
 from local.sample_upstream import SampleUpstream, make_posts
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def paged(upstream, page_size=10, attempts=1):
@@ -22,18 +23,18 @@ def paged(upstream, page_size=10, attempts=1):
 
 def test_readers_during_a_fetch_see_the_data_before_or_after_it_never_half(tmp_path, upstream):
     path = str(tmp_path / "posts.db")
-    ingest.fetch_now(Store(path), paged(upstream))
+    ingest.fetch_now(SqliteStore(path), paged(upstream))
     for post in upstream.posts:
         post["title"] = "v2"
     upstream.posts += make_posts(50, start=101)
     upstream.delay = 0.02
-    writer = threading.Thread(target=lambda: ingest.fetch_now(Store(path), paged(upstream)))
-    reader = Store(path)
+    writer = threading.Thread(target=lambda: ingest.fetch_now(SqliteStore(path), paged(upstream)))
+    reader = SqliteStore(path)
     seen = set()
 
     def look():
         posts = reader.list_posts()
-        seen.add((len(posts), {p["title"] == "v2" for p in posts[:100]} == {len(posts) == 150}))
+        seen.add((len(posts), {p.title == "v2" for p in posts[:100]} == {len(posts) == 150}))
 
     writer.start()
     while writer.is_alive():
@@ -49,28 +50,29 @@ def test_two_writers_at_once_both_finish(tmp_path):
         first.posts = make_posts(300)
         second.posts = make_posts(300, start=1000)
         first.delay = second.delay = 0.01
-        outcomes = []
+        finished = []
 
         def fetch(upstream):
-            store = Store(path)
-            job = store.create_job("task")
-            outcomes.append(ingest.run_job(store, paged(upstream, 20), job["job_id"]).job)
+            store = SqliteStore(path)
+            job = store.create_job(FetchMode.TASK)
+            finished.append(ingest.run_job(store, paged(upstream, 20), job.job_id).job)
 
         threads = [threading.Thread(target=fetch, args=(u,)) for u in (first, second)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    assert [job["status"] for job in outcomes] == ["succeeded", "succeeded"]
-    assert Store(path).count_posts() == 600
+    assert [job.status for job in finished] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
+    assert SqliteStore(path).count_posts() == 600
 
 
 KILLED_FETCH = """
 import sys
 from aggregator import ingest
 from aggregator.config import load
-from aggregator.store import Store
-ingest.fetch_now(Store(sys.argv[1]), load({"UPSTREAM_URL": sys.argv[2], "UPSTREAM_ATTEMPTS": "1"}))
+from aggregator.models import FetchMode, JobStatus
+from aggregator.store.sqlite import SqliteStore
+ingest.fetch_now(SqliteStore(sys.argv[1]), load({"UPSTREAM_URL": sys.argv[2], "UPSTREAM_ATTEMPTS": "1"}))
 """
 
 
@@ -97,7 +99,7 @@ def wait_until(condition, timeout=30.0):
 def test_a_process_killed_mid_fetch_leaves_the_store_as_it_was(tmp_path):
     path = str(tmp_path / "posts.db")
     with SampleUpstream(100) as upstream:
-        ingest.fetch_now(Store(path), paged(upstream))
+        ingest.fetch_now(SqliteStore(path), paged(upstream))
         upstream.posts = make_posts(100, start=51)
         upstream.posts[0]["title"] = "changed"
         upstream.delay = 0.05
@@ -105,10 +107,10 @@ def test_a_process_killed_mid_fetch_leaves_the_store_as_it_was(tmp_path):
         run_and_kill(
             path, f"{upstream.url}?_page=1&_limit=10", lambda: wait_until(lambda: upstream.requests >= served + 3)
         )
-    store = Store(path)
+    store = SqliteStore(path)
     assert store.count_posts() == 100
-    assert store.list_posts()[50]["title"] == "post 51 title"
-    assert [j["status"] for j in store.list_jobs()] == ["succeeded", "running"]
+    assert store.list_posts()[50].title == "post 51 title"
+    assert [j.status for j in store.list_jobs()] == [JobStatus.SUCCEEDED, JobStatus.RUNNING]
 
 
 def kill_after_last_page(upstream, requests, delay):
@@ -124,7 +126,7 @@ def test_a_process_killed_while_merging_leaves_all_or_nothing(tmp_path):
                 Path(leftover).unlink(missing_ok=True)
             before = upstream.requests
             run_and_kill(path, upstream.url, lambda d=delay, b=before: kill_after_last_page(upstream, b + 4, d))
-            store = Store(path)  # opening rolls back a hot journal, as any later reader would
+            store = SqliteStore(path)  # opening rolls back a hot journal, as any later reader would
             assert store.count_posts() in (0, 20_000)
             store.close()
             assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -8,7 +8,7 @@ import pytest
 
 from aggregator.metrics import NAMESPACE
 from aggregator.observability import logger
-from tests.conftest import body, invoke, load_event
+from tests.helpers import body, invoke, load_event
 
 
 @pytest.fixture

@@ -4,14 +4,15 @@ import json
 
 import pytest
 
+from aggregator.models import FetchMode, JobStatus
 from aggregator.queue import QueueError
-from tests.conftest import invoke, load_event
+from tests.helpers import invoke, load_event
 
 
 def test_a_scheduled_event_queues_a_scheduled_fetch(sqs, store):
     result = invoke("SchedulerFunction", load_event("schedule"))
     job = store.get_job(result["job_id"])
-    assert (job["mode"], job["status"]) == ("scheduled", "queued")
+    assert (job.mode, job.status) == (FetchMode.SCHEDULED, JobStatus.QUEUED)
     [message] = sqs.client.receive_message(QueueUrl=sqs.url)["Messages"]
     assert json.loads(message["Body"]) == {"job_id": result["job_id"]}
 
@@ -38,12 +39,12 @@ def test_without_a_queue_the_job_is_marked_failed_not_left_queued(store):
     with pytest.raises(QueueError):
         invoke("SchedulerFunction", load_event("schedule"))
     [job] = store.list_jobs()
-    assert job["status"] == "failed" and "QUEUE_URL" in job["error"]
+    assert job.status == JobStatus.FAILED and "QUEUE_URL" in job.error
 
 
 def test_the_schedule_never_starts_a_fetch_on_top_of_a_running_one(sqs, store):
-    running = store.create_job("sync")
-    store.start_job(running["job_id"])
+    running = store.create_job(FetchMode.SYNC)
+    store.start_job(running.job_id)
     result = invoke("SchedulerFunction", load_event("schedule"))
-    assert result == {"job_id": running["job_id"], "outcome": "joined"}
+    assert result == {"job_id": running.job_id, "outcome": "joined"}
     assert "Messages" not in sqs.client.receive_message(QueueUrl=sqs.url)

@@ -24,7 +24,7 @@ from moto.apigateway import models as moto_apigateway
 
 from aggregator import config, queue
 from tests.cloudformation import ARTIFACTS, PARAMETER_SETS, STACK_NAME, code_key, translate
-from tests.conftest import reset_settings
+from tests.helpers import reset_settings
 
 JOB_ID = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from local import apigw
-from tests.conftest import EVENTS, TEMPLATE, invoke, load_event
+from tests.helpers import EVENTS, TEMPLATE, invoke, load_event
 
 RESOURCES = TEMPLATE.raw["Resources"]
 API_EVENTS = sorted(p.stem for p in EVENTS.glob("*.json") if "httpMethod" in json.loads(p.read_text()))

@@ -18,7 +18,7 @@ from tests.cloudformation import (
     Stack,
     translate,
 )
-from tests.conftest import invoke, load_event
+from tests.helpers import invoke, load_event
 
 
 @pytest.fixture(params=list(PARAMETER_SETS))

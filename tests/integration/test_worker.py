@@ -7,7 +7,8 @@ import pytest
 
 from aggregator import queue
 from aggregator.config import settings
-from tests.conftest import invoke, load_event
+from aggregator.models import FetchMode, JobStatus
+from tests.helpers import invoke, load_event
 
 
 def sqs_event(*records):
@@ -27,17 +28,17 @@ def failures(response):
 
 
 def test_the_committed_event_runs_its_job(upstream, store):
-    job = store.create_job("task")
+    job = store.create_job(FetchMode.TASK)
     event = load_event("sqs_fetch_job")
-    event["Records"][0]["body"] = json.dumps({"job_id": job["job_id"]})
+    event["Records"][0]["body"] = json.dumps({"job_id": job.job_id})
     assert invoke("WorkerFunction", event) == {"batchItemFailures": []}
-    done = store.get_job(job["job_id"])
-    assert (done["status"], done["inserted"]) == ("succeeded", 100)
+    done = store.get_job(job.job_id)
+    assert (done.status, done.inserted) == (JobStatus.SUCCEEDED, 100)
     assert store.count_posts() == 100
 
 
 def test_a_job_sent_through_the_queue_is_run_by_the_worker(upstream, sqs, store):
-    job, _ = queue.submit(store, settings(), "task")
+    job = queue.submit(store, settings(), FetchMode.TASK).job
     messages = sqs.client.receive_message(QueueUrl=sqs.url, AttributeNames=["All"])["Messages"]
     event = sqs_event(
         record(
@@ -47,43 +48,43 @@ def test_a_job_sent_through_the_queue_is_run_by_the_worker(upstream, sqs, store)
         )
     )
     assert failures(invoke("WorkerFunction", event)) == []
-    assert store.get_job(job["job_id"])["status"] == "succeeded"
+    assert store.get_job(job.job_id).status == JobStatus.SUCCEEDED
 
 
 def test_a_redelivered_message_for_a_finished_job_changes_nothing(upstream, store):
-    job = store.create_job("task")
-    invoke("WorkerFunction", sqs_event(record(job["job_id"])))
-    finished = store.get_job(job["job_id"])
+    job = store.create_job(FetchMode.TASK)
+    invoke("WorkerFunction", sqs_event(record(job.job_id)))
+    finished = store.get_job(job.job_id)
     requests = upstream.requests
     upstream.posts[0]["title"] = "changed after the job"
-    assert failures(invoke("WorkerFunction", sqs_event(record(job["job_id"], receive_count=2)))) == []
-    assert store.get_job(job["job_id"]) == finished
+    assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id, receive_count=2)))) == []
+    assert store.get_job(job.job_id) == finished
     assert upstream.requests == requests
-    assert store.list_posts()[0]["title"] == "post 1 title"
+    assert store.list_posts()[0].title == "post 1 title"
 
 
 def test_a_job_left_running_by_a_dead_worker_is_run_again(upstream, store):
-    job = store.create_job("task")
-    store.start_job(job["job_id"])
-    assert failures(invoke("WorkerFunction", sqs_event(record(job["job_id"], receive_count=2)))) == []
-    assert store.get_job(job["job_id"])["status"] == "succeeded"
+    job = store.create_job(FetchMode.TASK)
+    store.start_job(job.job_id)
+    assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id, receive_count=2)))) == []
+    assert store.get_job(job.job_id).status == JobStatus.SUCCEEDED
 
 
 def test_an_upstream_failure_before_the_last_delivery_is_retried(upstream, store):
-    job = store.create_job("task")
+    job = store.create_job(FetchMode.TASK)
     upstream.then_respond(503, {})
-    assert failures(invoke("WorkerFunction", sqs_event(record(job["job_id"])))) == ["m-1"]
-    assert store.get_job(job["job_id"])["status"] == "running"
+    assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id)))) == ["m-1"]
+    assert store.get_job(job.job_id).status == JobStatus.RUNNING
     assert store.count_posts() == 0
 
 
 def test_an_upstream_failure_on_the_last_delivery_fails_the_job(upstream, store):
-    job = store.create_job("task")
+    job = store.create_job(FetchMode.TASK)
     upstream.then_respond(503, {})
     last = settings().max_receive_count
-    assert failures(invoke("WorkerFunction", sqs_event(record(job["job_id"], receive_count=last)))) == ["m-1"]
-    failed = store.get_job(job["job_id"])
-    assert (failed["status"], failed["error"]) == ("failed", "upstream answered HTTP 503")
+    assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id, receive_count=last)))) == ["m-1"]
+    failed = store.get_job(job.job_id)
+    assert (failed.status, failed.error) == (JobStatus.FAILED, "upstream answered HTTP 503")
 
 
 @pytest.mark.parametrize(
@@ -100,26 +101,26 @@ def test_an_upstream_failure_on_the_last_delivery_fails_the_job(upstream, store)
     ],
 )
 def test_a_malformed_or_unknown_message_is_reported_alone(upstream, store, body):
-    good = store.create_job("task")
-    event = sqs_event(record(body=body, message_id="bad"), record(good["job_id"], message_id="good"))
+    good = store.create_job(FetchMode.TASK)
+    event = sqs_event(record(body=body, message_id="bad"), record(good.job_id, message_id="good"))
     assert failures(invoke("WorkerFunction", event)) == ["bad"]
-    assert store.get_job(good["job_id"])["status"] == "succeeded"
+    assert store.get_job(good.job_id).status == JobStatus.SUCCEEDED
 
 
 def test_a_batch_in_which_one_job_fails_reports_only_that_record(upstream, store):
-    first, second, third = (store.create_job("task") for _ in range(3))
+    first, second, third = (store.create_job(FetchMode.TASK) for _ in range(3))
     upstream.then_respond(200, [{"userId": 1, "id": 1, "title": "a", "body": "b"}])
     upstream.then_respond(500, {})
     event = sqs_event(
-        record(first["job_id"], message_id="one"),
-        record(second["job_id"], message_id="two"),
-        record(third["job_id"], message_id="three"),
+        record(first.job_id, message_id="one"),
+        record(second.job_id, message_id="two"),
+        record(third.job_id, message_id="three"),
     )
     assert failures(invoke("WorkerFunction", event)) == ["two"]
-    assert [store.get_job(j["job_id"])["status"] for j in (first, second, third)] == [
-        "succeeded",
-        "running",
-        "succeeded",
+    assert [store.get_job(j.job_id).status for j in (first, second, third)] == [
+        JobStatus.SUCCEEDED,
+        JobStatus.RUNNING,
+        JobStatus.SUCCEEDED,
     ]
 
 

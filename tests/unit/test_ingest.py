@@ -2,14 +2,9 @@ import pytest
 
 from aggregator.config import load
 from aggregator.ingest import RetryLater, Tally, fetch_now, parse_posts, run_job
-from aggregator.store import Store
+from aggregator.models import FetchMode, JobStatus
 
-
-@pytest.fixture
-def db(tmp_path):
-    store = Store(str(tmp_path / "posts.db"))
-    yield store
-    store.close()
+SUCCEEDED, FAILED = JobStatus.SUCCEEDED, JobStatus.FAILED
 
 
 @pytest.fixture
@@ -64,41 +59,41 @@ def test_only_the_first_reasons_are_kept_but_every_rejection_is_counted():
 
 def test_a_first_fetch_inserts_everything(db, settings):
     job = fetch_now(db, settings).job
-    assert job["status"] == "succeeded"
-    assert (job["fetched"], job["inserted"], job["updated"], job["unchanged"], job["rejected"]) == (100, 100, 0, 0, 0)
-    assert job["error"] is None
+    assert job.status == SUCCEEDED
+    assert (job.fetched, job.inserted, job.updated, job.unchanged, job.rejected) == (100, 100, 0, 0, 0)
+    assert job.error is None
     assert db.count_posts() == 100
 
 
 def test_a_refetch_of_unchanged_data_writes_nothing(db, settings):
     fetch_now(db, settings)
     job = fetch_now(db, settings).job
-    assert (job["inserted"], job["updated"], job["unchanged"]) == (0, 0, 100)
+    assert (job.inserted, job.updated, job.unchanged) == (0, 0, 100)
 
 
 def test_a_changed_post_is_updated_and_never_duplicated(db, settings, upstream):
     fetch_now(db, settings)
     upstream.posts[4]["title"] = "edited upstream"
     job = fetch_now(db, settings).job
-    assert (job["inserted"], job["updated"], job["unchanged"]) == (0, 1, 99)
+    assert (job.inserted, job.updated, job.unchanged) == (0, 1, 99)
     assert db.count_posts() == 100
-    assert db.list_posts()[4]["title"] == "edited upstream"
+    assert db.list_posts()[4].title == "edited upstream"
 
 
 def test_invalid_records_are_counted_and_named_while_valid_ones_are_stored(db, settings, upstream):
     upstream.posts[0]["title"] = None
     upstream.posts[1]["userId"] = "two"
     job = fetch_now(db, settings).job
-    assert job["status"] == "succeeded"
-    assert (job["fetched"], job["inserted"], job["rejected"]) == (100, 98, 2)
-    assert "'title' is missing" in job["error"] and "'userId' must be an integer" in job["error"]
+    assert job.status == SUCCEEDED
+    assert (job.fetched, job.inserted, job.rejected) == (100, 98, 2)
+    assert "'title' is missing" in job.error and "'userId' must be an integer" in job.error
 
 
 def test_an_upstream_failure_fails_the_job_and_writes_nothing(db, settings, upstream):
     upstream.then_respond(500, {"error": "boom"})
     outcome = fetch_now(db, settings)
-    assert outcome.job["status"] == "failed"
-    assert outcome.job["error"] == "upstream answered HTTP 500"
+    assert outcome.job.status == FAILED
+    assert outcome.job.error == "upstream answered HTTP 500"
     assert not outcome.timed_out
     assert db.count_posts() == 0
 
@@ -112,30 +107,30 @@ def test_a_failure_on_a_later_page_writes_nothing_from_that_fetch(db, upstream):
     )
     upstream.then_respond(503, {})
     job = fetch_now(db, settings).job
-    assert job["status"] == "failed"
+    assert job.status == FAILED
     assert db.count_posts() == 100
-    assert db.list_posts()[0]["title"] == "post 1 title"
+    assert db.list_posts()[0].title == "post 1 title"
 
 
 def test_a_timeout_is_reported_as_one(db, settings, upstream):
     upstream.then_respond(200, [], delay=1.5)
     outcome = fetch_now(db, settings)
-    assert outcome.job["status"] == "failed"
+    assert outcome.job.status == FAILED
     assert outcome.timed_out
-    assert "timed out" in outcome.job["error"]
+    assert "timed out" in outcome.job.error
 
 
 def test_a_failure_before_the_last_attempt_leaves_the_job_running_for_a_retry(db, settings, upstream):
-    job = db.create_job("task")
+    job = db.create_job(FetchMode.TASK)
     upstream.then_respond(502, {})
     with pytest.raises(RetryLater, match="HTTP 502"):
-        run_job(db, settings, job["job_id"], last_attempt=False)
-    assert db.get_job(job["job_id"])["status"] == "running"
-    assert run_job(db, settings, job["job_id"], last_attempt=False).job["status"] == "succeeded"
+        run_job(db, settings, job.job_id, last_attempt=False)
+    assert db.get_job(job.job_id).status == JobStatus.RUNNING
+    assert run_job(db, settings, job.job_id, last_attempt=False).job.status == SUCCEEDED
 
 
 def test_a_finished_job_is_returned_untouched(db, settings, upstream):
     job = fetch_now(db, settings).job
     requests_before = upstream.requests
-    assert run_job(db, settings, job["job_id"]).job == job
+    assert run_job(db, settings, job.job_id).job == job
     assert upstream.requests == requests_before

@@ -60,12 +60,14 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _number(env, name, default, *, low, high, whole=False) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, low: float, high: float, whole: bool = False
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw) if whole else float(raw)
+        value: float = int(raw) if whole else float(raw)
     except ValueError:
         kind = "a whole number" if whole else "a number"
         raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None

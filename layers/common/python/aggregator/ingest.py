@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from aggregator import jobs, upstream
 from aggregator.config import Settings
-from aggregator.models import MAX_ID, FetchMode, JobStatus
-from aggregator.store import PostRow, Store
+from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job, JobCounts, JobStatus
+from aggregator.store import PostRow, Store, UnknownJob
 
 POST_FIELDS = (("id", int), ("userId", int), ("title", str), ("body", str))
 MAX_REASONS = 3
@@ -19,11 +19,13 @@ class RetryLater(Exception):
     """The fetch failed on a delivery that is not the last: the queue should deliver the job again."""
 
 
-@dataclass
-class Outcome:
-    job: dict
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """The job a fetch request ended with; `outcome` as its claim had it (see jobs.claim)."""
+
+    job: Job
+    outcome: ClaimOutcome = ClaimOutcome.STARTED
     timed_out: bool = False
-    claim: str = "started"  # or "joined", "fresh": see jobs.claim
 
 
 @dataclass
@@ -44,15 +46,15 @@ class Tally:
         return f"{self.rejected} record(s) rejected: " + "; ".join(self.reasons) + more
 
 
-def fetch_now(store: Store, settings: Settings) -> Outcome:
+def fetch_now(store: Store, settings: Settings) -> FetchResult:
     """A sync fetch: a new job run to its end, unless another is in progress or a success is fresh."""
-    job, claimed = jobs.claim(store, settings, FetchMode.SYNC.value)
-    if claimed != "started":
-        return Outcome(job, claim=claimed)
-    return run_job(store, settings, job["job_id"])
+    claim = jobs.claim(store, settings, FetchMode.SYNC)
+    if claim.outcome != ClaimOutcome.STARTED:
+        return FetchResult(claim.job, claim.outcome)
+    return run_job(store, settings, claim.job.job_id)
 
 
-def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool = True) -> Outcome:
+def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool = True) -> FetchResult:
     """Run a queued job; a job that has already finished is returned as it is.
 
     On a failure, a job on its last attempt ends `failed`; otherwise RetryLater is
@@ -60,7 +62,10 @@ def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool
     fetch is written.
     """
     if store.start_job(job_id) is None:
-        return Outcome(store.get_job(job_id))
+        finished = store.get_job(job_id)
+        if finished is None:
+            raise UnknownJob(job_id)
+        return FetchResult(finished)
     tally = Tally()
     try:
         merge = store.upsert_posts(_valid_pages(settings, tally))
@@ -68,18 +73,18 @@ def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool
         if not last_attempt:
             raise RetryLater(str(exc)) from exc
         reason = str(exc) if isinstance(exc, upstream.UpstreamError) else f"internal error: {type(exc).__name__}"
-        job = store.finish_job(job_id, JobStatus.FAILED.value, {"fetched": tally.fetched}, reason)
+        job = store.finish_job(job_id, JobStatus.FAILED, JobCounts(fetched=tally.fetched), reason)
         if not isinstance(exc, upstream.UpstreamError):
             raise
-        return Outcome(job, timed_out=isinstance(exc, upstream.UpstreamTimeout))
-    counts = {
-        "fetched": tally.fetched,
-        "inserted": merge.inserted,
-        "updated": merge.updated,
-        "unchanged": merge.staged - merge.inserted - merge.updated,
-        "rejected": tally.rejected,
-    }
-    return Outcome(store.finish_job(job_id, JobStatus.SUCCEEDED.value, counts, tally.summary()))
+        return FetchResult(job, timed_out=isinstance(exc, upstream.UpstreamTimeout))
+    counts = JobCounts(
+        fetched=tally.fetched,
+        inserted=merge.inserted,
+        updated=merge.updated,
+        unchanged=merge.unchanged,
+        rejected=tally.rejected,
+    )
+    return FetchResult(store.finish_job(job_id, JobStatus.SUCCEEDED, counts, tally.summary()))
 
 
 def _valid_pages(settings: Settings, tally: Tally) -> Iterator[list[PostRow]]:
@@ -90,7 +95,7 @@ def _valid_pages(settings: Settings, tally: Tally) -> Iterator[list[PostRow]]:
         yield parse_posts(records, tally)
 
 
-def parse_posts(records: list[dict], tally: Tally) -> list[PostRow]:
+def parse_posts(records: list[upstream.Record], tally: Tally) -> list[PostRow]:
     """The records that fit the post schema, as rows; a later record with the same id wins."""
     rows: dict[int, PostRow] = {}
     for record in records:
@@ -103,16 +108,16 @@ def parse_posts(records: list[dict], tally: Tally) -> list[PostRow]:
     return list(rows.values())
 
 
-def _problem(record: dict) -> str | None:
+def _problem(record: upstream.Record) -> str | None:
     for name, kind in POST_FIELDS:
         value = record.get(name)
         if value is None:
             return f"'{name}' is missing"
         if type(value) is not kind:
             return f"'{name}' must be {'an integer' if kind is int else 'a string'}"
-        if kind is int and not 1 <= value <= MAX_ID:
+        if isinstance(value, int) and not 1 <= value <= MAX_ID:
             return f"'{name}' must be between 1 and {MAX_ID}"
-        if kind is str and not value.isascii() and not _is_utf8(value):
+        if isinstance(value, str) and not value.isascii() and not _is_utf8(value):
             return f"'{name}' is not valid unicode"
     if len(record["title"]) + len(record["body"]) > MAX_POST_CHARS:
         return f"title and body are longer than {MAX_POST_CHARS} characters"

@@ -1,8 +1,10 @@
-"""The records the API serves: posts, fetch jobs and errors."""
+"""The records the API serves: posts, fetch jobs, the outcome of a claim, and errors."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -13,6 +15,10 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
 
 class FetchMode(StrEnum):
     SYNC = "sync"
@@ -20,7 +26,14 @@ class FetchMode(StrEnum):
     SCHEDULED = "scheduled"
 
 
-FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+class ClaimOutcome(StrEnum):
+    """What a request for a fetch got: sent as `X-Fetch-Outcome`."""
+
+    STARTED = "started"  # a new queued job
+    JOINED = "joined"  # the job already in progress
+    FRESH = "fresh"  # the last success, younger than MIN_FETCH_INTERVAL
+
+
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # a job id: a lower-case UUID
 MAX_ID = 2**53 - 1  # the largest integer every JSON client (JavaScript included) reads exactly
 
@@ -46,8 +59,31 @@ class Job(BaseModel):
     rejected: int = Field(0, description="Records that did not fit the post schema; not stored.")
     error: str | None = Field(None, description="Why the job failed, or which records were rejected.")
 
+    def as_json(self) -> dict[str, Any]:
+        """The job as its JSON answer and log field carry it."""
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """What a finished job records about its fetch."""
+
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The job a request for a fetch got, and how it got it."""
+
+    job: Job
+    outcome: ClaimOutcome
+
 
 class ErrorBody(BaseModel):
     statusCode: int  # noqa: N815 - the name API Gateway and Powertools use
     message: str
-    detail: list[dict] | None = None
+    detail: list[dict[str, Any]] | None = None

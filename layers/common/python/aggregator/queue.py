@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
+from typing import Any
 
 from aggregator import jobs
 from aggregator.config import Settings
-from aggregator.models import JOB_ID_PATTERN, JobStatus
+from aggregator.models import JOB_ID_PATTERN, Claim, ClaimOutcome, FetchMode, JobCounts, JobStatus
 from aggregator.store import Store
 
 MESSAGE_GROUP = "fetch-jobs"
@@ -23,18 +24,18 @@ class BadMessage(ValueError):
     """A queue message that does not name a job."""
 
 
-def submit(store: Store, settings: Settings, mode: str) -> jobs.Claim:
+def submit(store: Store, settings: Settings, mode: FetchMode) -> Claim:
     """Claim a job and send it if it is new; a job that cannot be sent ends `failed`."""
-    claimed = jobs.claim(store, settings, mode)
-    if claimed.outcome != "started":
-        return claimed
+    claim = jobs.claim(store, settings, mode)
+    if claim.outcome != ClaimOutcome.STARTED:
+        return claim
     try:
-        send(settings, claimed.job["job_id"])
+        send(settings, claim.job.job_id)
     except Exception as exc:
         reason = f"could not enqueue the job: {exc}"
-        store.finish_job(claimed.job["job_id"], JobStatus.FAILED.value, {}, reason)
+        store.finish_job(claim.job.job_id, JobStatus.FAILED, JobCounts(), reason)
         raise QueueError(reason) from exc
-    return claimed
+    return claim
 
 
 def send(settings: Settings, job_id: str) -> None:
@@ -59,7 +60,8 @@ def job_id_of(body: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _sqs(endpoint_url: str | None):
-    import boto3  # here, not at the top: only the task path should pay for boto3's import
+def _sqs(endpoint_url: str | None) -> Any:
+    # Imported here, not at the top: only the task path should pay for boto3's import. It ships no type hints.
+    import boto3  # type: ignore[import-untyped]
 
     return boto3.client("sqs", endpoint_url=endpoint_url)

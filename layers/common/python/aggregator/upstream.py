@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -16,7 +17,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BUDGET_SECONDS = 25.0  # a sync fetch must answer within API Gateway's 29 s
 MIN_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 10.0
-MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_UPSTREAM_PAGE_BYTES = 64 * 1024 * 1024
+
+Record = dict[str, Any]  # one JSON object of the upstream's list, as it was sent
 
 _session: requests.Session | None = None
 
@@ -29,7 +32,7 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not answer in time."""
 
 
-def fetch_pages(url: str, *, timeout: float, attempts: int, budget: float = BUDGET_SECONDS) -> Iterator[list[dict]]:
+def fetch_pages(url: str, *, timeout: float, attempts: int, budget: float = BUDGET_SECONDS) -> Iterator[list[Record]]:
     """Yield each page of records, following `Link: <...>; rel="next"` on the same origin."""
     deadline = time.monotonic() + budget
     origin = urlsplit(url)[:2]
@@ -40,7 +43,7 @@ def fetch_pages(url: str, *, timeout: float, attempts: int, budget: float = BUDG
         seen.add(url)
         response = _get(url, timeout, attempts, deadline)
         yield _records(response)
-        url = _next_url(response, origin)
+        url = _next_url(response, origin) or ""
 
 
 def _http() -> requests.Session:
@@ -96,15 +99,15 @@ def _retry_after(header: str | None, default: float) -> float:
     return min(MAX_DELAY_SECONDS, max(MIN_DELAY_SECONDS, seconds))
 
 
-def _records(response: requests.Response) -> list[dict]:
+def _records(response: requests.Response) -> list[Record]:
     try:
-        body = response.raw.read(MAX_PAGE_BYTES + 1, decode_content=True)
+        body = response.raw.read(MAX_UPSTREAM_PAGE_BYTES + 1, decode_content=True)
     except ReadTimeoutError:
         raise UpstreamTimeout("upstream timed out while sending the body") from None
     except (HTTPError, OSError) as exc:
         raise UpstreamError(f"upstream body could not be read: {type(exc).__name__}") from None
-    if len(body) > MAX_PAGE_BYTES:
-        raise UpstreamError(f"upstream page is larger than {MAX_PAGE_BYTES} bytes")
+    if len(body) > MAX_UPSTREAM_PAGE_BYTES:
+        raise UpstreamError(f"upstream page is larger than {MAX_UPSTREAM_PAGE_BYTES} bytes")
     try:
         records = json.loads(body)
     except ValueError as exc:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
-from aggregator import ingest, queue
+from aggregator import api, ingest, queue
 from aggregator.api import ERROR_RESPONSES, error, error_response, public_path
-from aggregator.config import settings
+from aggregator.config import Settings, settings
 from aggregator.metrics import record_fetch
-from aggregator.models import Job
+from aggregator.models import ClaimOutcome, FetchMode, Job, JobStatus
 from aggregator.observability import logger
-from aggregator.store import open_store
+from aggregator.store import Store, open_store
 
-OUTCOME_HEADER = "X-Fetch-Outcome"  # started | joined | fresh
+OUTCOME_HEADER = "X-Fetch-Outcome"  # a ClaimOutcome: started | joined | fresh
 
-router = Router()
+router = api.router()
 
 
-def _job(description: str) -> dict:
+def _job(description: str) -> OpenAPIResponse:
     return {"description": description, "content": {"application/json": {"model": Job}}}
 
 
@@ -41,35 +41,38 @@ def _job(description: str) -> dict:
 )
 def fetch(
     mode: Annotated[Literal["sync", "task"], Query(description="sync answers when done; task queues")] = "sync",
-):
-    store, config = open_store(settings().db_path), settings()
-    if mode == "task":
+) -> Response[Any]:
+    config = settings()
+    store = open_store(config)
+    if FetchMode(mode) == FetchMode.TASK:
         return _queue(store, config)
-    outcome = ingest.fetch_now(store, config)
-    job = outcome.job
-    logger.set_correlation_id(job["job_id"])
-    logger.info("sync fetch answered", extra={"outcome": outcome.claim, "job": job})
-    if outcome.claim == "joined":
-        return _job_response(202, job, "joined")
-    if outcome.claim == "started":
+    result = ingest.fetch_now(store, config)
+    job = result.job
+    logger.set_correlation_id(job.job_id)
+    logger.info("sync fetch answered", extra={"outcome": result.outcome.value, "job": job.as_json()})
+    if result.outcome == ClaimOutcome.JOINED:
+        return _job_response(202, job, result.outcome)
+    if result.outcome == ClaimOutcome.STARTED:
         record_fetch(job)
-    status = 200 if job["status"] == "succeeded" else 504 if outcome.timed_out else 502
-    return _job_response(status, job, outcome.claim)
+    status = 200 if job.status == JobStatus.SUCCEEDED else 504 if result.timed_out else 502
+    return _job_response(status, job, result.outcome)
 
 
-def _queue(store, config) -> Response:
+def _queue(store: Store, config: Settings) -> Response[Any]:
     try:
-        job, outcome = queue.submit(store, config, "task")
+        claim = queue.submit(store, config, FetchMode.TASK)
     except queue.QueueError as exc:
         logger.error("could not queue a fetch", extra={"reason": str(exc)})
         return error(503, "the fetch job could not be queued")
-    logger.set_correlation_id(job["job_id"])
-    logger.info("task fetch answered", extra={"outcome": outcome})
-    return _job_response(200 if outcome == "fresh" else 202, job, outcome)
+    logger.set_correlation_id(claim.job.job_id)
+    logger.info("task fetch answered", extra={"outcome": claim.outcome.value})
+    return _job_response(200 if claim.outcome == ClaimOutcome.FRESH else 202, claim.job, claim.outcome)
 
 
-def _job_response(status: int, job: dict, outcome: str) -> Response:
-    headers = {OUTCOME_HEADER: outcome}
+def _job_response(status: int, job: Job, outcome: ClaimOutcome) -> Response[Any]:
+    headers = {OUTCOME_HEADER: outcome.value}
     if status == 202:
-        headers["Location"] = public_path(router.current_event, f"/fetch/status/{job['job_id']}")
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=job, headers=headers)
+        headers["Location"] = public_path(router.current_event, f"/fetch/status/{job.job_id}")
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=job.as_json(), headers=headers
+    )

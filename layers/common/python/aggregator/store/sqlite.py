@@ -1,15 +1,17 @@
-"""SQLite storage: schema, post upserts, job records and queries. The only module with SQL."""
+"""The SQLite backend: schema, post merges, job records and queries. The only module with SQL."""
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
+
+from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobCounts, JobStatus, Post
+from aggregator.store import Merge, PostRow, PostsPage, UnknownJob, iso, utc_now
 
 # Rollback journal, not WAL: WAL needs shared memory, which a network filesystem (EFS) lacks.
 PRAGMAS = """
@@ -79,40 +81,13 @@ SELECT '[' || group_concat(post, ',') || ']', 0, count(*), max(id) FROM (
     SELECT id, post FROM sized WHERE n = 1 OR bytes + 1 <= ? ORDER BY id
 )
 """
-JOB_COLUMNS = (
-    "job_id, mode, status, created_at, started_at, finished_at, fetched, inserted, updated, unchanged, rejected, error"
-)
-POST_COLUMNS = ("id", "user_id", "title", "body")
-COUNT_COLUMNS = ("fetched", "inserted", "updated", "unchanged", "rejected")
+JOB_FIELDS = tuple(Job.model_fields)
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
+IN_PROGRESS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 BUSY_TIMEOUT_SECONDS = 30.0
 
-PostRow = tuple[int, int, str, str]
 
-
-class PostsPage(NamedTuple):
-    json: str
-    count: int
-    last_id: int | None
-    more: bool
-
-
-class Merge(NamedTuple):
-    staged: int  # distinct posts in the fetch
-    inserted: int
-    updated: int
-
-
-def utc_now() -> str:
-    return _iso(datetime.now(UTC))
-
-
-def _iso(moment: datetime, plus_seconds: float = 0.0) -> str:
-    """ISO 8601 in UTC with milliseconds: such strings sort as the times they name."""
-    moment += timedelta(seconds=plus_seconds)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Store:
+class SqliteStore:
     """One connection to the SQLite file; the schema is created on first use."""
 
     def __init__(self, path: str):
@@ -134,21 +109,20 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    def _value(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._db.execute(sql, args).fetchone()[0]
+
     # Posts
 
-    def upsert_posts(self, pages: Iterable[list[PostRow]]) -> Merge:
-        """Stage every page, then merge them all into posts in one transaction.
-
-        Rows equal to the stored ones are not written. An exception raised while
-        iterating `pages` writes nothing.
-        """
+    def upsert_posts(self, pages: Iterable[Sequence[PostRow]]) -> Merge:
+        """Stage every page, then merge them all into posts in one transaction."""
         self._db.execute(STAGING)
         try:
             self._db.execute("BEGIN")  # touches only the private temp table: no lock on the shared file
             self._db.execute("DELETE FROM temp.incoming")
             for page in pages:
                 self._db.executemany(STAGE_POST, page)
-            staged = self._db.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
+            staged: int = self._value("SELECT count(*) FROM temp.incoming")
             self._db.execute("COMMIT")
             with self._transaction():
                 updated = self._db.execute(UPDATE_FROM_STAGED).rowcount
@@ -157,14 +131,13 @@ class Store:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self._db.execute("DELETE FROM temp.incoming")
-        return Merge(staged, inserted, updated)
+        return Merge(staged=staged, inserted=inserted, updated=updated)
 
     def count_posts(self) -> int:
-        return self._db.execute("SELECT count(*) FROM posts").fetchone()[0]
+        count: int = self._value("SELECT count(*) FROM posts")
+        return count
 
     def page_of_posts_json(self, *, user_id: int | None, after_id: int, limit: int, max_bytes: int) -> PostsPage:
-        """Up to `limit` posts after `after_id` as one JSON list, built by SQLite, of at most `max_bytes`
-        (yet never fewer than one post), and whether more posts follow."""
         where, args = "id > ?", [after_id]
         if user_id is not None:
             where, args = where + " AND user_id = ?", [*args, user_id]
@@ -173,94 +146,99 @@ class Store:
         if size > max_bytes:
             sql = PAGE_JSON_WITHIN_BYTES.format(posts=posts)
             text, _, count, last_id = self._db.execute(sql, (*args, limit, max_bytes)).fetchone()
-        more = (
-            count > 0
-            and self._db.execute(
-                f"SELECT EXISTS (SELECT 1 FROM posts WHERE {where} AND id > ?)", (*args, last_id)
-            ).fetchone()[0]
+        more = count > 0 and self._value(
+            f"SELECT EXISTS (SELECT 1 FROM posts WHERE {where} AND id > ?)", (*args, last_id)
         )
-        return PostsPage(text, count, last_id, bool(more))
+        return PostsPage(json=text, post_count=count, last_id=last_id, more=bool(more))
 
-    def list_posts(self, *, user_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[dict]:
+    def list_posts(self, *, user_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[Post]:
         sql = "SELECT id, user_id, title, body FROM posts WHERE id > ?"
-        args: list[int] = [after_id]
+        args = [after_id]
         if user_id is not None:
             sql += " AND user_id = ?"
             args.append(user_id)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))
-        return [dict(zip(POST_COLUMNS, row, strict=True)) for row in rows]
+        return [Post(id=id_, user_id=user, title=title, body=body) for id_, user, title, body in rows]
 
     # Jobs
 
-    def create_job(self, mode: str) -> dict:
+    def create_job(self, mode: FetchMode) -> Job:
         job_id = str(uuid.uuid4())
         self._db.execute(
-            "INSERT INTO jobs (job_id, mode, status, created_at) VALUES (?, ?, 'queued', ?)",
-            (job_id, mode, utc_now()),
+            "INSERT INTO jobs (job_id, mode, status, created_at) VALUES (?, ?, ?, ?)",
+            (job_id, mode.value, JobStatus.QUEUED.value, utc_now()),
         )
-        return self.get_job(job_id)
+        return self._job(job_id)
 
-    def claim_job(
-        self, mode: str, *, fresh_for: float, stale_after: float, sync_stale_after: float
-    ) -> tuple[dict, str]:
-        """In one transaction: fail abandoned jobs, then join the active job (`joined`), or return a
-        success younger than `fresh_for` seconds (`fresh`), or create a queued job (`started`)."""
+    def claim_job(self, mode: FetchMode, *, fresh_for: float, stale_after: float, sync_stale_after: float) -> Claim:
         now = datetime.now(UTC)
         with self._transaction():
             self._db.execute(
-                "UPDATE jobs SET status = 'failed', finished_at = ?, error = ?"
-                " WHERE status IN ('queued', 'running') AND (created_at < ? OR (mode = 'sync' AND created_at < ?))",
-                (_iso(now), "abandoned: no progress", _iso(now, -stale_after), _iso(now, -sync_stale_after)),
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ?"
+                " WHERE status IN (?, ?) AND (created_at < ? OR (mode = ? AND created_at < ?))",
+                (
+                    JobStatus.FAILED.value,
+                    iso(now),
+                    "abandoned: no progress",
+                    *IN_PROGRESS,
+                    iso(now, -stale_after),
+                    FetchMode.SYNC.value,
+                    iso(now, -sync_stale_after),
+                ),
             )
-            active = self._jobs("WHERE status IN ('queued', 'running') ORDER BY created_at LIMIT 1")
+            active = self._jobs("WHERE status IN (?, ?) ORDER BY created_at LIMIT 1", *IN_PROGRESS)
             if active:
-                return active[0], "joined"
+                return Claim(active[0], ClaimOutcome.JOINED)
             fresh = self._jobs(
-                "WHERE status = 'succeeded' AND finished_at >= ? ORDER BY finished_at DESC LIMIT 1",
-                _iso(now, -fresh_for),
+                "WHERE status = ? AND finished_at >= ? ORDER BY finished_at DESC LIMIT 1",
+                JobStatus.SUCCEEDED.value,
+                iso(now, -fresh_for),
             )
             if fresh_for > 0 and fresh:
-                return fresh[0], "fresh"
-            return self.create_job(mode), "started"
+                return Claim(fresh[0], ClaimOutcome.FRESH)
+            return Claim(self.create_job(mode), ClaimOutcome.STARTED)
 
-    def get_job(self, job_id: str) -> dict | None:
+    def get_job(self, job_id: str) -> Job | None:
         jobs = self._jobs("WHERE job_id = ?", job_id)
         return jobs[0] if jobs else None
 
-    def list_jobs(self) -> list[dict]:
-        """Every job, oldest first."""
+    def list_jobs(self) -> list[Job]:
         return self._jobs("ORDER BY created_at, rowid")
 
-    def _jobs(self, clause: str, *args) -> list[dict]:
-        cursor = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs {clause}", args)
-        names = [c[0] for c in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
-
-    def start_job(self, job_id: str) -> dict | None:
-        """Mark a queued (or abandoned running) job running; None if it has finished or is unknown."""
+    def start_job(self, job_id: str) -> Job | None:
         cursor = self._db.execute(
-            "UPDATE jobs SET status = 'running', started_at = ? WHERE job_id = ? AND status IN ('queued', 'running')",
-            (utc_now(), job_id),
+            "UPDATE jobs SET status = ?, started_at = ? WHERE job_id = ? AND status IN (?, ?)",
+            (JobStatus.RUNNING.value, utc_now(), job_id, *IN_PROGRESS),
         )
-        return self.get_job(job_id) if cursor.rowcount else None
+        return self._job(job_id) if cursor.rowcount else None
 
-    def finish_job(self, job_id: str, status: str, counts: Mapping[str, int], error: str | None) -> dict:
-        """Record the end of a job that is not finished yet; a finished job is left as it was."""
+    def finish_job(self, job_id: str, status: JobStatus, counts: JobCounts, error: str | None) -> Job:
+        if not status.finished:
+            raise ValueError(f"a job finishes as succeeded or failed, not {status}")
         self._db.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, fetched = ?, inserted = ?, updated = ?,"
-            " unchanged = ?, rejected = ?, error = ?"
-            " WHERE job_id = ? AND status IN ('queued', 'running')",
-            (status, utc_now(), *(counts.get(c, 0) for c in COUNT_COLUMNS), error, job_id),
+            " unchanged = ?, rejected = ?, error = ? WHERE job_id = ? AND status IN (?, ?)",
+            (
+                status.value,
+                utc_now(),
+                counts.fetched,
+                counts.inserted,
+                counts.updated,
+                counts.unchanged,
+                counts.rejected,
+                error,
+                job_id,
+                *IN_PROGRESS,
+            ),
         )
-        return self.get_job(job_id)
+        return self._job(job_id)
 
+    def _job(self, job_id: str) -> Job:
+        job = self.get_job(job_id)
+        if job is None:
+            raise UnknownJob(job_id)
+        return job
 
-_connections = threading.local()
-
-
-def open_store(path: str) -> Store:
-    """This thread's store for `path`, opened once and reused across invocations."""
-    stores = _connections.__dict__.setdefault("stores", {})
-    if path not in stores:
-        stores[path] = Store(path)
-    return stores[path]
+    def _jobs(self, clause: str, *args: object) -> list[Job]:
+        cursor = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs {clause}", args)
+        return [Job.model_validate(dict(zip(JOB_FIELDS, row, strict=True))) for row in cursor]
