@@ -8,7 +8,8 @@ import pytest
 
 from aggregator.metrics import NAMESPACE
 from aggregator.observability import logger
-from tests.helpers import body, invoke, load_event
+from local.runtime import LambdaContext, load_handler
+from tests.helpers import TEMPLATE, body, invoke, load_event
 
 
 @pytest.fixture
@@ -35,8 +36,8 @@ def emf(lines):
 
 def test_the_job_id_follows_a_task_fetch_from_the_api_through_the_queue_into_the_worker(upstream, sqs, log_lines):
     job_id = body(invoke("FetchApiFunction", load_event("post_fetch_task")))["job_id"]
-    api_logs = [line for line in log_lines() if "message" in line]
-    assert api_logs and all(line["correlation_id"] == job_id for line in api_logs if line["level"] == "INFO")
+    [answered] = [line for line in log_lines() if line.get("message") == "task fetch answered"]
+    assert (answered["correlation_id"], answered["outcome"]) == (job_id, "started")
     [message] = sqs.client.receive_message(QueueUrl=sqs.url, AttributeNames=["All"])["Messages"]
     event = load_event("sqs_fetch_job")
     event["Records"][0]["body"] = message["Body"]
@@ -63,11 +64,20 @@ def test_a_failed_sync_fetch_is_logged_and_counted(upstream, log_lines):
 
 @pytest.mark.parametrize(
     ("function", "event"),
-    [("ReadApiFunction", "get_data"), ("DocsFunction", "get_docs"), ("SchedulerFunction", "schedule")],
+    [
+        ("ReadApiFunction", "get_data"),
+        ("FetchApiFunction", "post_fetch_task"),
+        ("DocsFunction", "get_docs"),
+        ("WorkerFunction", "sqs_fetch_job"),
+        ("SchedulerFunction", "schedule"),
+    ],
 )
-def test_every_function_logs_json_with_its_context(sqs, log_lines, function, event):
-    invoke(function, load_event(event))
-    logger.info("probe")
-    [probe] = [line for line in log_lines() if line.get("message") == "probe"]
-    assert probe["service"] == "aggregator" and probe["level"] == "INFO"
-    assert {"timestamp", "location"} <= set(probe)
+def test_every_function_logs_json_with_its_context(sqs, log_lines, monkeypatch, function, event):
+    monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")  # read when the handler is decorated, at import
+    spec = TEMPLATE.functions[function]
+    handler = load_handler(spec.code_uri, spec.handler, f"{function}_logging_events")
+    received = load_event(event)
+    handler(received, LambdaContext(function))
+    [line] = [line for line in log_lines() if line.get("message") == received]
+    assert (line["service"], line["level"], line["function_name"]) == ("aggregator", "INFO", function)
+    assert {"timestamp", "location", "cold_start", "function_request_id"} <= set(line)
