@@ -33,7 +33,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy layers functions
+	$(BIN)/mypy layers functions local
 
 format: install
 	$(BIN)/ruff check --fix .

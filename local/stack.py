@@ -6,6 +6,7 @@ Environment variables override the template's values the way `sam local --env-va
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from local import template as tpl
 from local.api_server import OUTCOME_HEADER, Answer, ApiServer
@@ -21,8 +22,13 @@ from local.console import Console, json_record
 from local.deployment import Deployment, DeploymentError, DeployOptions, overrides_from
 from local.instance import InvokeResult
 from local.poller import Delivery, QueuePoller
+from local.pool import FunctionPool
 from local.sample_upstream import SampleUpstream
 from local.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from aggregator.models import Job
+    from aggregator.store import Store
 
 DEFAULT_DB = tpl.ROOT / ".local" / "aggregator.db"
 RETRY_DELAY = 10  # seconds before a failed delivery comes back locally (the template's visibility timeout: 360)
@@ -165,10 +171,6 @@ class LocalStack:
             pool = self.deployment.pools[source.function]
             limit = self.max_receive_count(source.queue)
 
-            def report(deliveries: list[Delivery], result: InvokeResult | None, limit: int | None = limit) -> None:
-                for delivery in deliveries:
-                    self.console.line("worker", self._delivery_line(delivery, result, limit))
-
             poller = QueuePoller(
                 self.deployment.sqs,
                 self.deployment.queues[source.queue],
@@ -176,7 +178,7 @@ class LocalStack:
                 batch_size=source.batch_size,
                 concurrency=source.maximum_concurrency or pool.limit,
                 retry_delay=self.options.retry_delay,
-                report=report,
+                report=functools.partial(self._report_deliveries, limit=limit, pool=pool),
             )
             self.parts.append(poller.start())
 
@@ -184,14 +186,22 @@ class LocalStack:
         redrive = self.template.queues[queue].get("RedrivePolicy")
         return int(tpl.resolve(redrive["maxReceiveCount"], self.deployment.refs)) if redrive else None
 
-    def _delivery_line(self, delivery: Delivery, result: InvokeResult | None, limit: int | None) -> str:
+    def _report_deliveries(
+        self, deliveries: list[Delivery], result: InvokeResult | None, *, limit: int | None, pool: FunctionPool
+    ) -> None:
+        for delivery in deliveries:
+            self.console.line("worker", self._delivery_line(delivery, result, limit, pool))
+
+    def _delivery_line(
+        self, delivery: Delivery, result: InvokeResult | None, limit: int | None, pool: FunctionPool
+    ) -> str:
         job_id = _job_id(delivery.message["Body"])
         label = f"job {job_id}" if job_id else f"message {delivery.message['MessageId']}"
         attempt = f"attempt {delivery.attempt}" + (f"/{limit}" if limit else "")
-        job = self._job(job_id) if job_id else None
+        job = self.store(pool).get_job(job_id) if job_id else None
         if not delivery.failed:
             return f"{label} {attempt}: {_job_outcome(job) if job_id else 'done'}"
-        reason = (job or {}).get("error") or _failure_reason(result, job_id)
+        reason = (job.error if job else None) or _failure_reason(result, job_id)
         return f"{label} {attempt}: failed: {reason}{self._fate(delivery, limit)}"
 
     def _fate(self, delivery: Delivery, limit: int | None) -> str:
@@ -201,10 +211,12 @@ class LocalStack:
             return "; to the DLQ"
         return f"; back to the queue, retried in {self.options.retry_delay} s"
 
-    def _job(self, job_id: str) -> dict[str, Any] | None:
+    def store(self, pool: FunctionPool) -> Store:
+        """The store as `pool`'s function sees it, with its own settings: the emulator reading the cloud."""
+        from aggregator.config import load
         from aggregator.store import open_store
 
-        return open_store(self.options.db_path).get_job(job_id)
+        return open_store(load(pool.sandbox.environment))
 
     def _start_schedules(self) -> None:
         for schedule in self.template.schedules:
@@ -282,11 +294,11 @@ def request_line(method: str, target: str, answer: Answer, seconds: float) -> st
     return "".join(parts)
 
 
-def _job_outcome(job: dict[str, Any] | None) -> str:
+def _job_outcome(job: Job | None) -> str:
     if job is None:
         return "unknown job"
-    counts = ", ".join(f"{k} {job[k]}" for k in ("fetched", "inserted", "updated", "unchanged", "rejected"))
-    return f"{job['status']} ({counts})" + (f": {job['error']}" if job.get("error") else "")
+    counts = ", ".join(f"{k} {getattr(job, k)}" for k in ("fetched", "inserted", "updated", "unchanged", "rejected"))
+    return f"{job.status} ({counts})" + (f": {job.error}" if job.error else "")
 
 
 def _job_id(body: str) -> str | None:
