@@ -34,6 +34,9 @@ def abandoned_request(stack, method: str, path: str) -> None:
 def test_sync_fetch_then_read_everything_and_filter(stack):
     status, job = stack.json("POST", "/fetch?mode=sync")
     assert (status, job["status"], job["fetched"]) == (200, "succeeded", 100)
+    stack.wait_for_output("POST /fetch?mode=sync -> 200 in")
+    line = next(line for line in stack.lines if "POST /fetch?mode=sync -> 200" in line)
+    assert "(FetchApiFunction" in line and line.endswith("X-Fetch-Outcome: started")
     status, posts = stack.json("GET", "/data")
     assert status == 200 and [p["id"] for p in posts] == list(range(1, 101))
     status, posts = stack.json("GET", "/data?user_id=3")
@@ -105,6 +108,9 @@ def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stac
         for n in range(1, deliveries)
     ]
     assert lines == [*retried, f"job {job['job_id']} attempt {deliveries}/{deliveries}: {reason}; to the DLQ"]
+    folded = [line for line in stack.lines if line.startswith("  WorkerFunction  WARNING job failed on this delivery")]
+    assert len(folded) == deliveries - 1 and 'reason="upstream answered HTTP 404"' in folded[0]
+    assert not any(line.lstrip().startswith("{") or "START RequestId" in line for line in stack.lines)
 
 
 def test_reads_are_never_blocked_by_a_fetch(stack, fake_upstream):
