@@ -349,6 +349,42 @@ def bench_memory(workdir: Path) -> None:
     )
 
 
+def bench_largest_read_memory(workdir: Path) -> None:
+    """Peak memory of the largest read, GET /data?limit=1000 over 1,000 posts of the largest size, in a fresh
+    process, beside the bytes of its answer as Lambda counts them and that answer's budget."""
+    from aggregator.ingest import MAX_POST_CHARS
+    from aggregator.routes.reads import LAMBDA_RESPONSE_LIMIT
+    from aggregator.store.sqlite import SqliteStore
+
+    path = str(workdir / "largest.db")
+    store = SqliteStore(path)
+    body = "x" * MAX_POST_CHARS
+    store.upsert_posts([(i, 1, "", body) for i in range(n, n + 50)] for n in range(1, 1001, 50))
+    store.close()
+    figures = workdir / "largest-read.json"  # the child's own channel: its stdout carries its logs
+    run_child("--read-largest", path, str(figures))
+    read = json.loads(figures.read_text())
+    memory = TEMPLATE.functions["ReadApiFunction"].memory_size
+    report(
+        f"peak RSS, GET /data?limit=1000, {read['posts']} posts",
+        f"{read['peak_kib'] / 1024:.1f} MiB",
+        f"{read['answer_bytes']:,} B",
+        None,
+        f"answer <= {LAMBDA_RESPONSE_LIMIT:,} B; RSS < {memory} MB",
+    )
+
+
+def child_read_largest(path: str, figures: str) -> None:
+    use_settings(DB_PATH=path)
+    answer = handler("ReadApiFunction")(event("get_data", limit=1000), LambdaContext("read"))
+    assert answer["statusCode"] == 200, answer["statusCode"]
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    answer_bytes = len(json.dumps(answer, ensure_ascii=False).encode())  # as Lambda's runtime sends it
+    result = {"peak_kib": peak, "answer_bytes": answer_bytes, "posts": len(json.loads(answer["body"]))}
+    Path(figures).write_text(json.dumps(result))
+
+
 def bench_round_trip(workdir: Path) -> None:
     stack = RunningStack({"UPSTREAM": "sample", "DB_PATH": str(workdir / "stack.db"), "POWERTOOLS_LOG_LEVEL": "ERROR"})
     try:
@@ -383,11 +419,14 @@ def main() -> None:
         bench_warm_reads(big_db, workdir)
         bench_reads_during_a_fetch(workdir)
         bench_memory(workdir)
+        bench_largest_read_memory(workdir)
         bench_round_trip(workdir)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--fetch-once"]:
         child_fetch_once(*sys.argv[2:4])
+    elif sys.argv[1:2] == ["--read-largest"]:
+        child_read_largest(*sys.argv[2:4])
     else:
         main()

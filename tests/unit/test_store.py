@@ -1,9 +1,10 @@
+import json
 import sqlite3
 
 import pytest
 
 from aggregator.models import FetchMode, JobCounts, JobStatus, Post
-from aggregator.store import Merge, UnknownJob
+from aggregator.store import Merge, UnknownJob, fill_page, json_string_bytes
 from aggregator.store.sqlite import SqliteStore
 
 UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
@@ -115,3 +116,49 @@ def test_an_unknown_job_is_none_and_cannot_be_finished(db):
     with pytest.raises(UnknownJob):
         db.finish_job(UNKNOWN_JOB, JobStatus.FAILED, JobCounts(), "no such job")
     assert db.list_jobs() == []
+
+
+HOSTILE = ['"quoted"', "back\\slash", "new\nline \t tab \x01 \x1f \x7f", "é ü ñ", "🙂 astral", "\u2028 \u2029", "\x00"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_a_posts_size_is_counted_as_a_lambda_answer_carries_it(db, text):
+    db.upsert_posts([[(1, 1, text, text * 3)]])
+    page = db.page_of_posts_json(user_id=None, after_id=0, limit=10, max_bytes=10**6)
+    in_answer = json.dumps({"body": page.json}, ensure_ascii=False).encode()  # as the runtime sends it
+    assert json_string_bytes(page.json) == len(in_answer) - len(b'{"body": ""}')
+    assert json.loads(page.json)[0]["title"] == text
+
+
+def test_a_page_stops_before_the_post_that_would_pass_the_budget_and_says_more_follow(db):
+    db.upsert_posts([[(i, 1, "t", '"' * 1000) for i in range(1, 11)]])
+    one = json_string_bytes(db.page_of_posts_json(user_id=None, after_id=0, limit=1, max_bytes=10**6).json) - 2
+    page = db.page_of_posts_json(user_id=None, after_id=0, limit=10, max_bytes=2 + 3 * (one + 1))
+    assert (page.post_count, page.last_id, page.more) == (3, 3, True)
+    assert json_string_bytes(page.json) <= 2 + 3 * (one + 1)
+
+
+def test_the_first_post_stays_even_past_the_budget(db):
+    db.upsert_posts([[(1, 1, "t", "x" * 5000), (2, 1, "t", "y")]])
+    page = db.page_of_posts_json(user_id=None, after_id=0, limit=10, max_bytes=100)
+    assert (page.post_count, page.last_id, page.more) == (1, 1, True)
+
+
+def test_a_full_page_says_whether_more_follow(db):
+    db.upsert_posts([rows(1, 2, 3, 4)])
+    assert db.page_of_posts_json(user_id=None, after_id=0, limit=4, max_bytes=10**6).more is False
+    assert db.page_of_posts_json(user_id=None, after_id=0, limit=3, max_bytes=10**6).more is True
+    assert db.page_of_posts_json(user_id=2, after_id=0, limit=1, max_bytes=10**6).more is True  # posts 1 and 4
+
+
+def test_a_cut_page_reads_no_further_than_one_post_past_it():
+    taken = []
+
+    def posts():
+        for i in range(1, 1000):
+            taken.append(i)
+            yield i, "x" * 100
+
+    assert fill_page(posts(), limit=1000, max_bytes=1000)[1:] == (9, True)
+    assert taken == list(range(1, 11))
+

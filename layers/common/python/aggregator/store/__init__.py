@@ -71,8 +71,9 @@ class Store(Protocol):
 
     def page_of_posts_json(self, *, user_id: int | None, after_id: int, limit: int, max_bytes: int) -> PostsPage:
         """Up to `limit` posts with ids above `after_id` (only `user_id`'s, if given), in id order, as one
-        JSON list of `Post` objects of at most `max_bytes` bytes, yet never fewer than one post while any
-        remain; and whether more posts follow."""
+        JSON list of `Post` objects that takes at most `max_bytes` bytes inside a JSON string (counted by
+        `json_string_bytes`: where a Lambda response carries it), yet never fewer than one post while any
+        remain; and whether more posts follow. Memory follows the page, not the posts it skips or leaves."""
         ...
 
     def list_posts(self, *, user_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[Post]:
@@ -111,6 +112,35 @@ class Store(Protocol):
         ...
 
 
+def json_string_bytes(text: str) -> int:
+    """The bytes that `text`, a JSON document, takes inside a JSON string as Lambda's Python runtime writes a
+    response: UTF-8, each `"` and `\\` escaped. (JSON text holds no raw control character to escape.)"""
+    return len(text.encode()) + text.count('"') + text.count("\\")
+
+
+def fill_page(posts: Iterable[tuple[int, str]], *, limit: int, max_bytes: int) -> tuple[list[str], int | None, bool]:
+    """Take posts `(id, JSON object)` in order until `limit`, or until the next would pass `max_bytes` as
+    `json_string_bytes` counts the page (the first post always stays). Returns the posts taken, the last id,
+    and whether the budget cut the page short. Reads `posts` lazily, one past the page at most."""
+    taken: list[str] = []
+    last_id: int | None = None
+    bound = 2  # "[]", then at most 4 bytes a character: exact sizes are needed only once this passes
+    size: int | None = None
+    for post_id, post in posts:
+        bound += 4 * len(post) + 1
+        if bound > max_bytes:
+            if size is None:
+                size = 2 + sum(json_string_bytes(p) + 1 for p in taken)
+            size += json_string_bytes(post) + 1
+            if size > max_bytes and taken:
+                return taken, last_id, True
+        taken.append(post)
+        last_id = post_id
+        if len(taken) == limit:
+            break
+    return taken, last_id, False
+
+
 _stores = threading.local()
 
 
@@ -134,4 +164,15 @@ def iso(moment: datetime, plus_seconds: float = 0.0) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-__all__ = ["Merge", "PostRow", "PostsPage", "Store", "UnknownJob", "iso", "open_store", "utc_now"]
+__all__ = [
+    "Merge",
+    "PostRow",
+    "PostsPage",
+    "Store",
+    "UnknownJob",
+    "fill_page",
+    "iso",
+    "json_string_bytes",
+    "open_store",
+    "utc_now",
+]

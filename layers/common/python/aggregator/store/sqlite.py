@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobCounts, JobStatus, Post
-from aggregator.store import Merge, PostRow, PostsPage, UnknownJob, iso, utc_now
+from aggregator.store import Merge, PostRow, PostsPage, UnknownJob, fill_page, iso, utc_now
 
 # Rollback journal, not WAL: WAL needs shared memory, which a network filesystem (EFS) lacks.
 PRAGMAS = """
@@ -60,26 +60,10 @@ WHERE posts.id = s.id AND (posts.user_id, posts.title, posts.body) IS NOT (s.use
 INSERT_NEW_STAGED = (
     "INSERT OR IGNORE INTO posts (id, user_id, title, body) SELECT id, user_id, title, body FROM temp.incoming"
 )
-# The candidate posts of a page, each as a JSON object; {where} is a fixed clause with ? parameters.
+# The posts of a page in id order, each as a JSON object built by SQLite; {where} is a fixed clause with ? parameters.
 PAGE_POSTS = """
-SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body) AS post
+SELECT id, json_object('id', id, 'user_id', user_id, 'title', title, 'body', body)
 FROM posts WHERE {where} ORDER BY id LIMIT ?
-"""
-# A page of posts as one JSON list, built by SQLite; with its size in bytes, count and last id.
-PAGE_JSON = """
-SELECT page, length(CAST(page AS BLOB)), n, last_id FROM (
-    SELECT json_group_array(json(post)) AS page, count(*) AS n, max(id) AS last_id FROM ({posts})
-)
-"""
-# The same page cut at a byte budget (the first post always stays): only needed for very large posts.
-PAGE_JSON_WITHIN_BYTES = """
-WITH sized AS (
-    SELECT id, post, row_number() OVER win AS n, sum(length(CAST(post AS BLOB)) + 1) OVER win AS bytes
-    FROM ({posts}) WINDOW win AS (ORDER BY id)
-)
-SELECT '[' || group_concat(post, ',') || ']', 0, count(*), max(id) FROM (
-    SELECT id, post FROM sized WHERE n = 1 OR bytes + 1 <= ? ORDER BY id
-)
 """
 JOB_FIELDS = tuple(Job.model_fields)
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
@@ -141,15 +125,16 @@ class SqliteStore:
         where, args = "id > ?", [after_id]
         if user_id is not None:
             where, args = where + " AND user_id = ?", [*args, user_id]
-        posts = PAGE_POSTS.format(where=where)
-        text, size, count, last_id = self._db.execute(PAGE_JSON.format(posts=posts), (*args, limit)).fetchone()
-        if size > max_bytes:
-            sql = PAGE_JSON_WITHIN_BYTES.format(posts=posts)
-            text, _, count, last_id = self._db.execute(sql, (*args, limit, max_bytes)).fetchone()
-        more = count > 0 and self._value(
-            f"SELECT EXISTS (SELECT 1 FROM posts WHERE {where} AND id > ?)", (*args, last_id)
+        cursor = self._db.execute(PAGE_POSTS.format(where=where), (*args, limit))
+        try:  # SQLite hands over one post at a time; a cut leaves the rest unread
+            posts, last_id, cut = fill_page(cursor, limit=limit, max_bytes=max_bytes)
+        finally:
+            cursor.close()  # an open statement would hold its read lock
+        more = cut or (
+            len(posts) == limit
+            and bool(self._value(f"SELECT EXISTS (SELECT 1 FROM posts WHERE {where} AND id > ?)", (*args, last_id)))
         )
-        return PostsPage(json=text, post_count=count, last_id=last_id, more=bool(more))
+        return PostsPage(json="[" + ",".join(posts) + "]", post_count=len(posts), last_id=last_id, more=more)
 
     def list_posts(self, *, user_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[Post]:
         sql = "SELECT id, user_id, title, body FROM posts WHERE id > ?"
