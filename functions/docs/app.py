@@ -1,82 +1,93 @@
-"""The API's documents (/docs, /redoc, /openapi.json) and its answer to unknown routes (404, 405)."""
+"""The API's documents (/docs, /redoc, /openapi.json) and its answer to every other route: 404 or 405.
+
+It mounts no route of the API: it serves the OpenAPI document committed beside it (built from the routes by
+`make openapi`), so whichever path reaches it, the answer is a document, 404 or 405. It chooses by the API
+Gateway resource that matched (`resource`), never by reading the path.
+"""
 
 import html
 import json
-import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
+from aws_lambda_powertools.event_handler.openapi import swagger_ui
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aggregator.api import error, resolver
+from aggregator.api import ProxyResult, proxy_result, public_path, serve
 from aggregator.observability import logger
-from aggregator.routes import fetches, reads
 
-HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
-TITLE = "API aggregator"
-VERSION = "1.0.0"
-REDOC_SCRIPT = Path(__file__).parent / "redoc" / "redoc.standalone.js"  # ReDoc 2.5.4, MIT; served inline
-
-# The usage plan's key, for POST /fetch.
-SECURITY: dict[str, SecurityScheme] = {"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)}
-
-app = resolver(reads.router, fetches.router)
-app.configure_openapi(title=TITLE, version=VERSION, security_schemes=SECURITY)  # read by all that follows
-app.enable_swagger(path="/docs")
-
-
-@app.get("/openapi.json", include_in_schema=False)
-def openapi_document() -> Response[str]:
-    return Response(status_code=200, content_type="application/json", body=_spec())
-
-
-@app.get("/redoc", include_in_schema=False)
-def redoc_page() -> Response[str]:
-    return Response(status_code=200, content_type="text/html", body=_redoc_page())
-
-
-@lru_cache(maxsize=1)
-def _redoc_page() -> str:
-    """ReDoc with its script and the spec inline, so the page needs nothing else (no CDN, no second request)."""
-    spec = _spec().replace("</", "<\\/")
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(TITLE)}</title></head><body>"
-        f"<div id='redoc'></div><script>{REDOC_SCRIPT.read_text()}</script>"
-        f"<script>Redoc.init({spec}, {{}}, document.getElementById('redoc'))</script></body></html>"
-    )
-
-
-@app.not_found
-def unknown_route(_exc: Exception) -> Response[Any]:
-    path = app.current_event.path
-    allowed = sorted(m.upper() for pattern, methods in _routes() if pattern.fullmatch(path) for m in methods)
-    if allowed:
-        return Response(
-            status_code=405,
-            content_type="application/json",
-            body={"statusCode": 405, "message": f"method not allowed; use {', '.join(allowed)}"},
-            headers={"Allow": ", ".join(allowed)},
-        )
-    return error(404, f"no route {path}")
-
-
-@lru_cache(maxsize=1)
-def _spec() -> str:
-    return app.get_openapi_json_schema()
-
-
-@lru_cache(maxsize=1)
-def _routes() -> list[tuple[re.Pattern[str], list[str]]]:
-    """Each documented path as a pattern, with its methods: read from the one spec already built."""
-    own = {"/docs": ["get"], "/redoc": ["get"], "/openapi.json": ["get"]}
-    found = {path: [m for m in item if m in HTTP_METHODS] for path, item in json.loads(_spec())["paths"].items()}
-    return [(re.compile(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(p))), m) for p, m in (found | own).items()]
+HERE = Path(__file__).parent
+DOCUMENT: dict[str, Any] = json.loads((HERE / "openapi.json").read_text())
+TITLE = html.escape(DOCUMENT["info"]["title"])
+REDOC_SCRIPT = HERE / "redoc" / "redoc.standalone.js"  # ReDoc 2.5.4, MIT; served inline
+SWAGGER_UI = Path(swagger_ui.__file__).parent  # Swagger UI's script and style, as Powertools ships them
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+PAGES = ("/docs", "/redoc", "/openapi.json")
+# The methods each resource takes: the document's paths use API Gateway's resource syntax ({job_id}).
+ALLOWED = {
+    path: ", ".join(sorted(method.upper() for method in item if method in HTTP_METHODS))
+    for path, item in DOCUMENT["paths"].items()
+} | dict.fromkeys(PAGES, "GET")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> ProxyResult:
+    return serve(answer, event, context)
+
+
+def answer(event: dict[str, Any], _context: LambdaContext) -> ProxyResult:
+    resource, method = event["resource"], event["httpMethod"]
+    prefix = public_path(APIGatewayProxyEvent(event), "")
+    if resource in PAGES and method == "GET":
+        if resource == "/openapi.json":
+            return proxy_result(200, _document(prefix))
+        page = _swagger_page(prefix) if resource == "/docs" else _redoc_page(prefix)
+        return proxy_result(200, page, content_type="text/html")
+    if resource in ALLOWED:
+        allowed = ALLOWED[resource]
+        body = {"statusCode": 405, "message": f"method not allowed; use {allowed}"}
+        return proxy_result(405, body, {"Allow": allowed})
+    return proxy_result(404, {"statusCode": 404, "message": f"no route {event['path']}"})
+
+
+@lru_cache(maxsize=8)
+def _document(prefix: str) -> str:
+    """The document, its server the stage or base path that requests come through."""
+    info = {key: DOCUMENT[key] for key in ("openapi", "info")}
+    return json.dumps(info | {"servers": [{"url": prefix or "/"}]} | DOCUMENT, ensure_ascii=False)
+
+
+def _inline(prefix: str) -> str:
+    """The document as a script literal: `</` escaped, so no string in it can close the script."""
+    return _document(prefix).replace("</", "<\\/")
+
+
+@lru_cache(maxsize=8)
+def _swagger_page(prefix: str) -> str:
+    """Swagger UI with its script, style and the document inline; its link to the document is /openapi.json."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{TITLE}</title>"
+        f"<style>{_asset(SWAGGER_UI / 'swagger-ui.min.css')}</style></head><body><div id='swagger-ui'></div>"
+        f"<script>{_asset(SWAGGER_UI / 'swagger-ui-bundle.min.js')}</script><script>"
+        f"const ui = SwaggerUIBundle({{dom_id: '#swagger-ui', spec: {_inline(prefix)}, deepLinking: true,"
+        " docExpansion: 'list', layout: 'BaseLayout', presets: [SwaggerUIBundle.presets.apis]});"
+        f"ui.specActions.updateUrl({json.dumps(prefix + '/openapi.json')});</script></body></html>"
+    )
+
+
+@lru_cache(maxsize=8)
+def _redoc_page(prefix: str) -> str:
+    """ReDoc with its script and the document inline, so the page needs nothing else (no CDN, no second request)."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{TITLE}</title></head><body>"
+        f"<div id='redoc'></div><script>{_asset(REDOC_SCRIPT)}</script>"
+        f"<script>Redoc.init({_inline(prefix)}, {{}}, document.getElementById('redoc'))</script></body></html>"
+    )
+
+
+@cache
+def _asset(path: Path) -> str:
+    return path.read_text(encoding="utf-8")

@@ -10,18 +10,14 @@ from aggregator.models import FetchMode
 from aggregator.observability import logger
 from aggregator.store import open_store
 
-
-class NotAScheduledEvent(ValueError):
-    """The event is not an EventBridge scheduled event."""
+SCHEDULED = ("aws.events", "Scheduled Event")  # an EventBridge schedule's source and detail-type
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if not isinstance(event, dict) or (event.get("source"), event.get("detail-type")) != (
-        "aws.events",
-        "Scheduled Event",
-    ):
-        raise NotAScheduledEvent("expected an EventBridge 'Scheduled Event' from 'aws.events'")
+    if not isinstance(event, dict) or (event.get("source"), event.get("detail-type")) != SCHEDULED:
+        logger.error("not a scheduled event; nothing queued")
+        return {"error": "not a scheduled event: expected an EventBridge 'Scheduled Event' from 'aws.events'"}
     config = settings()
     claim = queue.submit(open_store(config), config, FetchMode.SCHEDULED)
     logger.set_correlation_id(claim.job.job_id)

@@ -49,5 +49,28 @@ def run_record(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse | dict[str, str]:
+    fault = sqs_event_fault(event)
+    if fault is not None:
+        logger.error("not an SQS event; nothing run", extra={"reason": fault})
+        return {"error": f"not an SQS event: {fault}"}
+    if not event["Records"]:
+        return {"batchItemFailures": []}
     return process_partial_response(event=event, record_handler=run_record, processor=processor, context=context)
+
+
+def sqs_event_fault(event: object) -> str | None:
+    """What keeps `event` from being a batch of SQS messages, each with an id, a body and a receive count."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        return "it has no list 'Records'"
+    for n, record in enumerate(records):
+        if not isinstance(record, dict) or record.get("eventSource") != "aws:sqs":
+            return f"record {n} is not from SQS"
+        attributes = record.get("attributes")
+        count = attributes.get("ApproximateReceiveCount") if isinstance(attributes, dict) else None
+        if not all(isinstance(record.get(key), str) for key in ("messageId", "body")) or not (
+            isinstance(count, str) and count.isascii() and count.isdigit()
+        ):
+            return f"record {n} lacks a messageId, a body or an ApproximateReceiveCount"
+    return None

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class JobStatus(StrEnum):
@@ -83,7 +84,23 @@ class Claim:
     outcome: ClaimOutcome
 
 
+class ErrorDetail(BaseModel):
+    """What is wrong with one piece of the input."""
+
+    loc: list[str | int] = Field(description='Where: `["query", name]` or `["path", name]`.')
+    type: str = Field(description="What kind of fault, e.g. `int_parsing`, `extra_forbidden`, `repeated`.")
+    msg: str = Field(description="The fault in words.")
+
+
 class ErrorBody(BaseModel):
+    """The one error shape of the API's own answers."""
+
     statusCode: int  # noqa: N815 - the name API Gateway and Powertools use
     message: str
-    detail: list[dict[str, Any]] | None = None
+    detail: list[ErrorDetail] | SkipJsonSchema[None] = Field(None, description="Only for invalid input: a fault each.")
+
+
+class GatewayMessage(BaseModel):
+    """An answer API Gateway gives itself, without calling a function (e.g. 403 without the API key)."""
+
+    message: str

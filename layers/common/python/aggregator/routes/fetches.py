@@ -6,37 +6,87 @@ from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseContentSchema
 
-from aggregator import api, ingest, queue
-from aggregator.api import ERROR_RESPONSES, error, error_response, public_path
+from aggregator import api, examples, ingest, queue
+from aggregator.api import ERROR_RESPONSES, JOBS_TAG, error, error_response, public_path
 from aggregator.config import Settings, settings
+from aggregator.examples import examples as example_objects
 from aggregator.metrics import record_fetch
-from aggregator.models import ClaimOutcome, FetchMode, Job, JobStatus
+from aggregator.models import ClaimOutcome, FetchMode, GatewayMessage, Job, JobStatus
 from aggregator.observability import logger
 from aggregator.store import Store, open_store
 
 OUTCOME_HEADER = "X-Fetch-Outcome"  # a ClaimOutcome: started | joined | fresh
+JOB_SCHEMA = "#/components/schemas/Job"
 
 router = api.router()
 
 
-def _job(description: str) -> OpenAPIResponse:
-    return {"description": description, "content": {"application/json": {"model": Job}}}
+def _job_answer(
+    description: str, statuses: tuple[JobStatus, ...], outcomes: tuple[ClaimOutcome, ...], **named: dict[str, Any]
+) -> OpenAPIResponse:
+    """An answer whose body is a job in one of `statuses`, sent with one of `outcomes`; a 202 also has Location."""
+    headers = {
+        OUTCOME_HEADER: api.header(
+            "How this request got its job: it `started` it, `joined` the one in progress, or got a `fresh` success",
+            {"type": "string", "enum": [o.value for o in outcomes]},
+            required=True,
+        )
+    }
+    if JobStatus.QUEUED in statuses:
+        headers["Location"] = api.header(
+            "Where to read the job: `/fetch/status/{job_id}`, under the stage path when deployed",
+            {"type": "string", "pattern": r"/fetch/status/[0-9a-f-]{36}$"},
+            required=True,
+        )
+    schema = {"allOf": [{"$ref": JOB_SCHEMA}, {"properties": {"status": {"enum": [s.value for s in statuses]}}}]}
+    content: OpenAPIResponseContentSchema = {"schema": schema, "examples": example_objects(**named)}
+    return {"description": description, "headers": headers, "content": {"application/json": content}}
 
 
 @router.post(
     "/fetch",
     security=[{"apiKey": []}],
     summary="Fetch posts from the upstream now (sync) or in the background (task)",
+    tags=[JOBS_TAG],
     responses={
-        200: _job("sync: the finished job; or, either mode, the last success if it is fresher than MIN_FETCH_INTERVAL"),
-        202: _job("task: the queued job, or the job in progress that this request joins; `Location` names its status"),
-        403: {"description": "No valid `x-api-key` (API Gateway answers `{message: Forbidden}`)"},
-        422: ERROR_RESPONSES[422],
-        502: _job("sync: the upstream failed; the body is the failed job"),
-        503: error_response("task: the job could not be queued"),
-        504: _job("sync: the upstream timed out; the body is the failed job"),
+        200: _job_answer(
+            "sync: the finished job; or, either mode, the last success if it is fresher than MIN_FETCH_INTERVAL",
+            (JobStatus.SUCCEEDED,),
+            (ClaimOutcome.STARTED, ClaimOutcome.FRESH),
+            succeeded=examples.SUCCEEDED,
+        ),
+        202: _job_answer(
+            "task: the queued job; or, either mode, the job in progress that this request joins",
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            (ClaimOutcome.STARTED, ClaimOutcome.JOINED),
+            queued=examples.QUEUED,
+            joined=examples.RUNNING,
+        ),
+        403: {
+            "description": "No valid `x-api-key`: API Gateway answers this itself",
+            "content": {
+                "application/json": {
+                    "model": GatewayMessage,
+                    "examples": example_objects(forbidden=examples.FORBIDDEN_EXAMPLE),
+                }
+            },
+        },
+        **ERROR_RESPONSES,
+        502: _job_answer(
+            "sync: the upstream failed; the body is the failed job",
+            (JobStatus.FAILED,),
+            (ClaimOutcome.STARTED,),
+            failed=examples.FAILED,
+        ),
+        503: error_response("task: the job could not be queued; it is recorded failed", examples.NOT_QUEUED_EXAMPLE),
+        504: _job_answer(
+            "sync: the upstream timed out; the body is the failed job",
+            (JobStatus.FAILED,),
+            (ClaimOutcome.STARTED,),
+            timed_out=examples.TIMED_OUT,
+        ),
     },
 )
 def fetch(

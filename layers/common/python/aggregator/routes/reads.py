@@ -10,14 +10,27 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from aggregator import api
-from aggregator.api import ERROR_RESPONSES, NotFoundError, public_path
+from aggregator.api import (
+    ERROR_RESPONSES,
+    JOBS_TAG,
+    POSTS_TAG,
+    DecimalInt,
+    NotFoundError,
+    error_response,
+    header,
+    public_path,
+)
 from aggregator.config import settings
+from aggregator.examples import JOB_EXAMPLES, PAGE_EXAMPLE, UNKNOWN_JOB_EXAMPLE
 from aggregator.models import JOB_ID_PATTERN, MAX_ID, Job, Post
 from aggregator.store import open_store
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAX_RESPONSE_BYTES = 5_000_000  # the budget of one GET /data answer: a Lambda response must stay under 6 MB
+LAMBDA_RESPONSE_LIMIT = 6_291_556  # bytes of a function's serialized answer to a synchronous call
+PAGE_BUDGET_BYTES = (
+    6_000_000  # a page's share of it, escaped as the answer carries it; status and headers fit in the rest
+)
 
 router = api.router()
 
@@ -26,21 +39,33 @@ router = api.router()
     "/data",
     summary="List stored posts, ordered by id, a page at a time",
     description=(
-        f"At most `limit` posts (and at most {MAX_RESPONSE_BYTES // 1_000_000} MB) with ids above `after_id`. "
-        'While more remain, `Link: <...>; rel="next"` names the next page.'
+        "At most `limit` posts with ids above `after_id`, in id order. A page also ends early rather than let the "
+        f"function's answer pass Lambda's limit of {LAMBDA_RESPONSE_LIMIT:,} bytes: the page may take "
+        f"{PAGE_BUDGET_BYTES:,} of them, counted as the answer carries it, escapes included. "
+        'While more posts remain, `Link: <...>; rel="next"` names the next page.'
     ),
+    tags=[POSTS_TAG],
     responses={
-        200: OpenAPIResponse(description="A page of posts", content={"application/json": {"model": list[Post]}}),
-        422: ERROR_RESPONSES[422],
+        200: OpenAPIResponse(
+            description="A page of posts",
+            headers={
+                "Link": header(
+                    'The next page, while more posts remain: `<path?query>; rel="next"`',
+                    {"type": "string", "pattern": r'^<[^<>]*/data\?[^<>]*>; rel="next"$'},
+                )
+            },
+            content={"application/json": {"model": list[Post], "examples": {"page": {"value": PAGE_EXAMPLE}}}},
+        ),
+        **ERROR_RESPONSES,
     },
 )
 def list_posts(
-    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this user's posts")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Posts per page")] = DEFAULT_LIMIT,
-    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Start after this post id")] = 0,
+    user_id: Annotated[int | None, DecimalInt(1, MAX_ID), Query(description="Only this user's posts")] = None,
+    limit: Annotated[int, DecimalInt(1, MAX_LIMIT), Query(description="Posts per page")] = DEFAULT_LIMIT,
+    after_id: Annotated[int, DecimalInt(0, MAX_ID), Query(description="Start after this post id")] = 0,
 ) -> Response[str]:
     store = open_store(settings())
-    page = store.page_of_posts_json(user_id=user_id, after_id=after_id, limit=limit, max_bytes=MAX_RESPONSE_BYTES)
+    page = store.page_of_posts_json(user_id=user_id, after_id=after_id, limit=limit, max_bytes=PAGE_BUDGET_BYTES)
     headers = {}
     if page.more:
         query = {"limit": limit, "after_id": page.last_id} | ({"user_id": user_id} if user_id else {})
@@ -51,8 +76,13 @@ def list_posts(
 @router.get(
     "/fetch/status/<job_id>",
     summary="Read a fetch job's record",
+    tags=[JOBS_TAG],
     responses={
-        200: OpenAPIResponse(description="The job", content={"application/json": {"model": Job}}),
+        200: OpenAPIResponse(
+            description="The job",
+            content={"application/json": {"model": Job, "examples": JOB_EXAMPLES}},
+        ),
+        404: error_response("No job has this id", UNKNOWN_JOB_EXAMPLE),
         **ERROR_RESPONSES,
     },
 )

@@ -1,0 +1,42 @@
+"""The examples the OpenAPI document shows. Each is an answer the API gives; the tests hold them to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aggregator.models import FetchMode, Job, JobStatus
+
+JOB_ID = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
+CREATED, STARTED, FINISHED = "2026-11-28T12:00:00.000Z", "2026-11-28T12:00:00.004Z", "2026-11-28T12:00:00.912Z"
+
+
+def _job(mode: FetchMode, status: JobStatus, **fields: Any) -> dict[str, Any]:
+    return Job(job_id=JOB_ID, mode=mode, status=status, created_at=CREATED, **fields).as_json()
+
+
+SUCCEEDED = _job(
+    FetchMode.SYNC, JobStatus.SUCCEEDED, started_at=STARTED, finished_at=FINISHED, fetched=100, inserted=100
+)
+QUEUED = _job(FetchMode.TASK, JobStatus.QUEUED)
+RUNNING = _job(FetchMode.TASK, JobStatus.RUNNING, started_at=STARTED)
+FAILED = _job(
+    FetchMode.SYNC, JobStatus.FAILED, started_at=STARTED, finished_at=FINISHED, error="upstream answered HTTP 500"
+)
+TIMED_OUT = _job(
+    FetchMode.SYNC, JobStatus.FAILED, started_at=STARTED, finished_at=FINISHED, error="upstream timed out after 10 s"
+)
+
+
+def examples(**named: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI Example Objects, by name."""
+    return {name: {"value": value} for name, value in named.items()}
+
+
+JOB_EXAMPLES = examples(succeeded=SUCCEEDED, queued=QUEUED, running=RUNNING, failed=FAILED)
+PAGE_EXAMPLE = [
+    {"id": 1, "user_id": 1, "title": "post 1 title", "body": "The first post's body."},
+    {"id": 2, "user_id": 1, "title": "post 2 title", "body": 'A body may hold "quotes", \\ and new\nlines.'},
+]
+UNKNOWN_JOB_EXAMPLE = {"statusCode": 404, "message": f"no job {JOB_ID}"}
+NOT_QUEUED_EXAMPLE = {"statusCode": 503, "message": "the fetch job could not be queued"}
+FORBIDDEN_EXAMPLE = {"message": "Forbidden"}
