@@ -65,3 +65,33 @@ def invoke(function: str, event: dict):
 
 def body(response: dict):
     return json.loads(response["body"])
+
+
+# Paths as a client might spell them, hoping a gateway or an app reads one as another.
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "FETCH")
+JOB = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"  # the job id of events/get_job_status.json
+BASES = ("/", "/data", "/fetch", f"/fetch/status/{JOB}", "/docs", "/redoc", "/openapi.json", "/nowhere/at/all")
+
+
+def spellings(base: str) -> list[str]:
+    """Ways to write a path that a client might hope a gateway or an app reads as another."""
+    first, rest = base[1:2], base[2:]
+    variants = [
+        base,
+        base + "/",
+        base.upper(),
+        f"/%{ord(first):02x}{rest}" if first else "/%2e",
+        f"/%{ord(first):02X}{rest}" if first else "/%2E",
+        base.replace("/", "%2F").replace("%2F", "/", 1),
+        base + "%2F",
+        "/" + base,
+        base + "/.",
+        base + "/..",
+        base + ";x",
+        base + "%00",
+        base + "%0a",
+        base + "%0d%0a",
+        base + "%20",
+        "/fetch/status/..%2F.." + base,
+    ]
+    return [v + query for v in variants for query in ("", "?mode=sync", "?mode=task&limit=1")]

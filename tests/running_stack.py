@@ -15,8 +15,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import ClassVar
 
 from local.template import ROOT
+from tests.api_document import answer_problems
 
 HARNESS_SETTINGS = ("UPSTREAM_URL", "UPSTREAM_TIMEOUT", "UPSTREAM_ATTEMPTS", "DB_PATH", "QUEUE_URL", "AWS_ENDPOINT_URL")
 
@@ -27,8 +29,14 @@ def user_environment() -> dict[str, str]:
 
 
 class RunningStack:
+    problems: ClassVar[
+        list[str]
+    ] = []  # every answer of the project's stacks that the OpenAPI document does not describe
+    checked: ClassVar[int] = 0
+
     def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()):
         self.lines: list[str] = []
+        self.checks_answers = "--template" not in args  # another template's API has another document
         self.process = subprocess.Popen(
             [sys.executable, "-X", "faulthandler", "-m", "local", *args],
             cwd=ROOT,
@@ -56,13 +64,22 @@ class RunningStack:
         return "\n".join(self.lines)
 
     def request(self, method: str, path: str, headers: dict | None = None):
-        """(status, headers, body) of one request over a real socket."""
+        """(status, headers, body) of one request over a real socket; the answer is checked against the document."""
         request = urllib.request.Request(self.url + path, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.headers, response.read()
+                answer = response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
+            answer = error.code, error.headers, error.read()
+        if self.checks_answers:
+            self.check_answer(method, path, *answer)
+        return answer
+
+    @classmethod
+    def check_answer(cls, method: str, path: str, status: int, headers, body: bytes) -> None:
+        problems = answer_problems(method, path, status, dict(headers.items()), body)
+        cls.problems += [f"{method} {path} -> {status}: {problem}" for problem in problems]
+        cls.checked += 1
 
     def json(self, method: str, path: str):
         status, _, body = self.request(method, path)

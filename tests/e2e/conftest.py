@@ -1,9 +1,18 @@
-"""Fixtures that start the local stack in a subprocess and stop it after the test."""
+"""Fixtures that start the local stack in a subprocess and stop it after the test, and hold its answers to the
+OpenAPI document."""
 
 import pytest
 
 from local.sample_upstream import SampleUpstream
 from tests.running_stack import RunningStack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def answers_match_the_document():
+    """Every answer the suite gets from the project's stack (status, headers, body) is one the document describes."""
+    yield
+    problems = RunningStack.problems
+    assert not problems, f"{len(problems)} answers not as documented:\n" + "\n".join(problems[:50])
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-OPERATIONS = {
-    "/data": ("list_posts_data_get", "List stored posts"),
-    "/fetch": ("fetch_fetch_post", "Fetch posts from the upstream"),
-    "/fetch/status/{job_id}": ("job_status_fetch_status__job_id__get", "Read a fetch job's record"),
+OPERATIONS = {  # each under its resource's tag
+    "/data": ("tag/posts/operation/list_posts_data_get", "List stored posts"),
+    "/fetch": ("tag/jobs/operation/fetch_fetch_post", "Fetch posts from the upstream"),
+    "/fetch/status/{job_id}": ("tag/jobs/operation/job_status_fetch_status__job_id__get", "Read a fetch job's record"),
 }
 
 
@@ -37,8 +37,11 @@ def rendered(url: str, tmp_path) -> str:
 
 
 @pytest.mark.skipif(not BROWSER, reason="no Chromium found; .ci/run installs Debian's chromium")
-def test_swagger_ui_renders_every_operation(stack, tmp_path):
+def test_swagger_ui_renders_every_operation_and_links_the_document(stack, tmp_path):
     dom = rendered(stack.url + "/docs", tmp_path)
+    assert 'href="/openapi.json" rel="noopener noreferrer" class="link"><span class="url"> /openapi.json</span>' in dom
+    for tag in ("posts", "jobs"):
+        assert f'id="operations-tag-{tag}"' in dom
     for path, (_, summary) in OPERATIONS.items():
         assert f'class="opblock-summary-path" data-path="{path}"' in dom
         assert f'opblock-summary-description">{summary}' in dom
@@ -47,5 +50,5 @@ def test_swagger_ui_renders_every_operation(stack, tmp_path):
 @pytest.mark.skipif(not BROWSER, reason="no Chromium found; .ci/run installs Debian's chromium")
 def test_redoc_renders_every_operation(stack, tmp_path):
     dom = rendered(stack.url + "/redoc", tmp_path)
-    for operation_id, summary in OPERATIONS.values():
-        assert f'href="#operation/{operation_id}" aria-label="operation/{operation_id}"></a>{summary}' in dom
+    for anchor, summary in OPERATIONS.values():
+        assert f'href="#{anchor}" aria-label="{anchor}"></a>{summary}' in dom

@@ -100,10 +100,30 @@ def test_invoke_prints_the_answer_on_stdout_and_lambdas_log_lines_on_stderr(tmp_
 
 
 def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
-    done = run_invoke("SchedulerFunction", "-e", "events/get_data.json", DB_PATH=str(tmp_path / "x.db"))
+    event = tmp_path / "raise.json"
+    event.write_text(json.dumps({"queryStringParameters": {"action": "raise"}}))
+    template = str(ROOT / "tests" / "fixtures" / "runtime" / "template.yaml")
+    done = run_invoke("OtherFunction", "-e", str(event), "--template", template)
     assert done.returncode == 1
-    assert json.loads(done.stdout)["errorType"] == "NotAScheduledEvent"
-    assert "NotAScheduledEvent" in done.stderr
+    assert json.loads(done.stdout)["errorType"] == "ValueError"
+    assert "the probe was asked to fail" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("function", "event", "says"),
+    [
+        ("ReadApiFunction", "schedule", "not an API Gateway REST proxy event"),
+        ("FetchApiFunction", "sqs_fetch_job", "not an API Gateway REST proxy event"),
+        ("DocsFunction", "schedule", "not an API Gateway REST proxy event"),
+        ("WorkerFunction", "get_data", "not an SQS event"),
+        ("SchedulerFunction", "get_data", "not a scheduled event"),
+    ],
+)
+def test_an_event_of_another_kind_gets_a_clean_error_under_the_runtime(tmp_path, function, event, says):
+    done = run_invoke(function, "-e", f"events/{event}.json", DB_PATH=str(tmp_path / "x.db"))
+    assert done.returncode == 0, done.stderr  # answered, not raised
+    assert says in done.stdout and "Traceback" not in done.stderr
+    assert says in done.stderr  # logged for the operator
 
 
 def test_invoke_exits_non_zero_when_the_function_times_out(tmp_path):

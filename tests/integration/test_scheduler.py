@@ -17,24 +17,6 @@ def test_a_scheduled_event_queues_a_scheduled_fetch(sqs, store):
     assert json.loads(message["Body"]) == {"job_id": result["job_id"]}
 
 
-@pytest.mark.parametrize(
-    "event",
-    [
-        {},
-        [],
-        "Scheduled Event",
-        {"source": "aws.events"},
-        {"source": "evil.example", "detail-type": "Scheduled Event"},
-        {"source": "aws.events", "detail-type": "EC2 Instance State-change Notification"},
-    ],
-)
-def test_an_event_that_is_not_a_schedule_is_refused_and_queues_nothing(sqs, store, event):
-    with pytest.raises(ValueError, match="Scheduled Event"):
-        invoke("SchedulerFunction", event)
-    assert "Messages" not in sqs.client.receive_message(QueueUrl=sqs.url)
-    assert store.list_jobs() == []
-
-
 def test_without_a_queue_the_job_is_marked_failed_not_left_queued(store):
     with pytest.raises(QueueError):
         invoke("SchedulerFunction", load_event("schedule"))

@@ -161,4 +161,3 @@ def test_a_cut_page_reads_no_further_than_one_post_past_it():
 
     assert fill_page(posts(), limit=1000, max_bytes=1000)[1:] == (9, True)
     assert taken == list(range(1, 11))
-
