@@ -366,11 +366,11 @@ def bench_largest_read_memory(workdir: Path) -> None:
     read = json.loads(figures.read_text())
     memory = TEMPLATE.functions["ReadApiFunction"].memory_size
     report(
-        f"peak RSS, GET /data?limit=1000, {read['posts']} posts",
+        "peak RSS, GET /data?limit=1000",
         f"{read['peak_kib'] / 1024:.1f} MiB",
         f"{read['answer_bytes']:,} B",
         None,
-        f"answer <= {LAMBDA_RESPONSE_LIMIT:,} B; RSS < {memory} MB",
+        f"{read['posts']} posts; answer <= {LAMBDA_RESPONSE_LIMIT:,} B, RSS < {memory} MB",
     )
 
 
