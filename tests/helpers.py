@@ -94,4 +94,4 @@ def spellings(base: str) -> list[str]:
         base + "%20",
         "/fetch/status/..%2F.." + base,
     ]
-    return [v + query for v in variants for query in ("", "?mode=sync", "?mode=task&limit=1")]
+    return [v + query for v in variants for query in ("", "?mode=sync")]

@@ -58,7 +58,7 @@ def test_no_method_or_spelling_gets_more_than_a_document_404_or_405_from_the_doc
                 assert status == 403, (method, target, status)  # no key was sent
             elif function == "API Gateway":
                 assert status == 403, (method, target, status)
-    assert by_function["DocsFunction"] > 2000 and by_function["FetchApiFunction"] > 0, by_function
+    assert by_function["DocsFunction"] > 1500 and by_function["FetchApiFunction"] > 0, by_function
     assert upstream.requests == asked  # nothing was fetched
     assert store.list_jobs() == jobs  # and no job was started
 
@@ -104,9 +104,11 @@ def test_reading_a_thousand_of_the_largest_posts_stays_within_the_functions_memo
     store.upsert_posts([[(i, 1, "", big) for i in range(n, n + 50)] for n in range(1, 301, 50)])
     store.close()
     stack = start_stack(DB_PATH=str(path), UPSTREAM="sample")
-    answers = pages(stack, "/data?limit=1000")
-    assert [status for status, _ in answers] == [200] * len(answers)
-    assert sum(len(json.loads(body)) for _, body in answers) == 300
+    status, headers, body = stack.request("GET", "/data?limit=1000")
+    assert status == 200, stack.output  # the instance is killed past its MemorySize: API Gateway's 502
+    posts = json.loads(body)
+    assert [p["id"] for p in posts] == list(range(1, len(posts) + 1)) and len(posts) > 1
+    assert headers["Link"] == f'</data?limit=1000&after_id={len(posts)}>; rel="next"'
     assert "Runtime.OutOfMemory" not in stack.output
 
 

@@ -227,6 +227,16 @@ def test_the_default_page_holds_jsonplaceholders_hundred_posts_without_a_link(up
     assert len(body(response)) == 100 and next_link(response) is None
 
 
+@pytest.mark.parametrize("spelled", ["/data/", "/dat%61"])
+def test_a_path_spelled_otherwise_is_the_same_resource_and_keeps_the_stage_in_links(upstream, spelled):
+    sync_fetch()
+    event = api_event("get_data", query={"limit": "40"})
+    event["path"], event["requestContext"]["path"] = spelled, "/Prod" + spelled
+    response = invoke("ReadApiFunction", event)
+    assert [p["id"] for p in body(response)] == list(range(1, 41))
+    assert next_link(response) == '</Prod/data?limit=40&after_id=40>; rel="next"'
+
+
 def test_paging_keeps_the_user_filter(upstream):
     sync_fetch()
     response = invoke("ReadApiFunction", api_event("get_data", query={"user_id": "2", "limit": "4"}))

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -183,6 +184,7 @@ def _json_type(value: object) -> str:
 def public_path(event: BaseProxyEvent, path: str) -> str:
     """`path` as a client must ask for it: under the stage or base path the request came through."""
     full = (event.request_context.path if isinstance(event, APIGatewayProxyEvent) else None) or event.path
+    full = unquote(full.rstrip("/") if full != "/" else full)  # as API Gateway matched it: decoded, no trailing /
     prefix = full[: -len(event.path)] if full.endswith(event.path) else ""
     return prefix + path
 
