@@ -8,6 +8,7 @@ even when the client asks for no page. Tests script faults with `then_respond`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections import deque
@@ -33,6 +34,18 @@ def make_posts(count: int, start: int = 1) -> list[dict[str, Any]]:
         }
         for i in range(start, start + count)
     ]
+
+
+def tiny_posts_page(size: int) -> bytes:
+    """A JSON list of as many tiny posts as fit in `size` bytes: the most records a page of that size holds."""
+    records, used = [], 2
+    for post_id in itertools.count(1):
+        record = b'{"id":%d,"userId":1,"title":"t","body":"b"}' % post_id
+        if used + len(record) + 1 > size:
+            break
+        records.append(record)
+        used += len(record) + 1
+    return b"[" + b",".join(records) + b"]"
 
 
 @dataclass

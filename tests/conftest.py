@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from types import SimpleNamespace
 
 import boto3
@@ -9,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from aggregator import config
+from aggregator.observability import logger
 from aggregator.store import open_store
 from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
@@ -54,6 +57,24 @@ def sqs(monkeypatch):
         yield SimpleNamespace(
             client=client, url=queues["FetchQueue"]["url"], dlq_url=queues["FetchDeadLetterQueue"]["url"]
         )
+
+
+@pytest.fixture
+def log_lines(capsys):
+    """What the functions log (and print: metrics) from here on, as parsed JSON lines."""
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)
+    logger.setLevel("INFO")
+
+    def read():
+        text = stream.getvalue() + capsys.readouterr().out
+        stream.seek(0)
+        stream.truncate()
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    yield read
+    logger.setLevel("WARNING")
+    logger.registered_handler.setStream(previous)
 
 
 @pytest.fixture

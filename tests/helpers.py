@@ -58,9 +58,10 @@ def handler(function: str):
     return _handlers[function]
 
 
-def invoke(function: str, event: dict):
-    """Call a function's real handler with a Lambda context."""
-    return handler(function)(event, LambdaContext(function))
+def invoke(function: str, event: dict, *, timeout: int | None = None):
+    """Call a function's real handler with a Lambda context whose timeout is the template's (or `timeout`)."""
+    context = LambdaContext(function, timeout=timeout or TEMPLATE.functions[function].timeout)
+    return handler(function)(event, context)
 
 
 def body(response: dict):

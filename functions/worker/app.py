@@ -22,7 +22,7 @@ class JobFailed(Exception):
     """The job failed on this delivery; the message goes back to the queue, then to the DLQ."""
 
 
-def run_record(record: SQSRecord) -> None:
+def run_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     job_id = queue.job_id_of(record.body)
     logger.set_correlation_id(job_id)
     config = settings()
@@ -36,8 +36,9 @@ def run_record(record: SQSRecord) -> None:
     attempt = int(record.attributes.approximate_receive_count)
     last = attempt >= config.max_receive_count
     logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
+    budget = ingest.fetch_budget(lambda_context.get_remaining_time_in_millis() / 1000)
     try:
-        job = ingest.run_job(store, config, job_id, last_attempt=last).job
+        job = ingest.run_job(store, config, job_id, budget=budget, last_attempt=last).job
     except ingest.RetryLater as exc:
         logger.warning("job failed on this delivery; the queue delivers it again", extra={"reason": str(exc)})
         raise

@@ -25,12 +25,12 @@ def paged(upstream, page_size=10, attempts=1):
 
 def test_readers_during_a_fetch_see_the_data_before_or_after_it_never_half(tmp_path, upstream):
     path = str(tmp_path / "posts.db")
-    ingest.fetch_now(SqliteStore(path), paged(upstream))
+    ingest.fetch_now(SqliteStore(path), paged(upstream), seconds_left=30)
     for post in upstream.posts:
         post["title"] = "v2"
     upstream.posts += make_posts(50, start=101)
     upstream.delay = 0.02
-    writer = threading.Thread(target=lambda: ingest.fetch_now(SqliteStore(path), paged(upstream)))
+    writer = threading.Thread(target=lambda: ingest.fetch_now(SqliteStore(path), paged(upstream), seconds_left=30))
     reader = SqliteStore(path)
     seen = set()
 
@@ -57,7 +57,7 @@ def test_two_writers_at_once_both_finish(tmp_path):
         def fetch(upstream):
             store = SqliteStore(path)
             job = store.create_job(FetchMode.TASK)
-            finished.append(ingest.run_job(store, paged(upstream, 20), job.job_id).job)
+            finished.append(ingest.run_job(store, paged(upstream, 20), job.job_id, budget=25).job)
 
         threads = [threading.Thread(target=fetch, args=(u,)) for u in (first, second)]
         for thread in threads:
@@ -75,7 +75,8 @@ import pytest
 from aggregator import ingest
 from aggregator.config import load
 from aggregator.store.sqlite import SqliteStore
-ingest.fetch_now(SqliteStore(sys.argv[1]), load({"UPSTREAM_URL": sys.argv[2], "UPSTREAM_ATTEMPTS": "1"}))
+settings = load({"UPSTREAM_URL": sys.argv[2], "UPSTREAM_ATTEMPTS": "1"})
+ingest.fetch_now(SqliteStore(sys.argv[1]), settings, seconds_left=30)
 """
 
 
@@ -102,7 +103,7 @@ def wait_until(condition, timeout=30.0):
 def test_a_process_killed_mid_fetch_leaves_the_store_as_it_was(tmp_path):
     path = str(tmp_path / "posts.db")
     with SampleUpstream(100) as upstream:
-        ingest.fetch_now(SqliteStore(path), paged(upstream))
+        ingest.fetch_now(SqliteStore(path), paged(upstream), seconds_left=30)
         upstream.posts = make_posts(100, start=51)
         upstream.posts[0]["title"] = "changed"
         upstream.delay = 0.05
@@ -135,7 +136,7 @@ def test_a_process_killed_while_merging_leaves_all_or_nothing(tmp_path, moment, 
     path = tmp_path / "posts.db"
     journal = Path(f"{path}-journal")
     with SampleUpstream(posts, page_size=page) as upstream:
-        ingest.fetch_now(SqliteStore(str(path)), paged(upstream, page))
+        ingest.fetch_now(SqliteStore(str(path)), paged(upstream, page), seconds_left=30)
         for post in upstream.posts:
             post["title"] = "v2"
         last_page = upstream.requests + posts // page

@@ -1,33 +1,11 @@
 """Logs are JSON with the job id as correlation id, from the API through SQS into the worker;
 metrics are embedded metric format lines in one namespace."""
 
-import io
-import json
-
 import pytest
 
 from aggregator.metrics import NAMESPACE
-from aggregator.observability import logger
 from local.runtime import LambdaContext, load_handler
 from tests.helpers import TEMPLATE, body, invoke, load_event
-
-
-@pytest.fixture
-def log_lines(capsys):
-    """What the functions log (and print: metrics) from here on, as parsed JSON lines."""
-    stream = io.StringIO()
-    previous = logger.registered_handler.setStream(stream)
-    logger.setLevel("INFO")
-
-    def read():
-        text = stream.getvalue() + capsys.readouterr().out
-        stream.seek(0)
-        stream.truncate()
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-    yield read
-    logger.setLevel("WARNING")
-    logger.registered_handler.setStream(previous)
 
 
 def emf(lines):

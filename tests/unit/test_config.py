@@ -29,6 +29,21 @@ def test_values_come_from_the_environment():
     assert settings.max_receive_count == 5
 
 
+def test_an_upstream_page_may_hold_a_sixteenth_of_the_functions_memory():
+    assert load({}).max_page_bytes == 32 * 2**20  # the template's 512 MB
+    assert load({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048"}).max_page_bytes == 128 * 2**20
+
+
+def test_a_sync_fetch_has_25_seconds_so_api_gateway_gets_its_answer_within_29():
+    assert load({}).sync_fetch_budget == 25.0
+
+
+def test_a_malformed_upstream_url_is_named_without_its_credentials():
+    with pytest.raises(ConfigError, match="UPSTREAM_URL") as failure:
+        load({"UPSTREAM_URL": "ftp://alice:s3cret@example.com/posts?api_key=k3y"})
+    assert "s3cret" not in str(failure.value) and "k3y" not in str(failure.value)
+
+
 def test_an_empty_endpoint_means_the_real_aws():
     assert load({"AWS_ENDPOINT_URL": ""}).aws_endpoint_url is None
 
@@ -39,6 +54,9 @@ def test_an_empty_endpoint_means_the_real_aws():
         ("UPSTREAM_URL", "ftp://example.com/posts", "UPSTREAM_URL"),
         ("UPSTREAM_URL", "not a url", "UPSTREAM_URL"),
         ("UPSTREAM_URL", "http:///posts", "UPSTREAM_URL"),
+        ("UPSTREAM_URL", "http://example.com:99999/posts", "UPSTREAM_URL"),
+        ("UPSTREAM_URL", "http://example.com:0/posts", "UPSTREAM_URL"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots", "whole number"),
         ("UPSTREAM_TIMEOUT", "ten", "UPSTREAM_TIMEOUT must be a number"),
         ("UPSTREAM_TIMEOUT", "0", "between"),
         ("UPSTREAM_TIMEOUT", "-1", "between"),

@@ -1,8 +1,21 @@
+import json
+import time
+from dataclasses import replace
+
 import pytest
 
 from aggregator.config import load
-from aggregator.ingest import RetryLater, Tally, fetch_now, parse_posts, run_job
+from aggregator.ingest import (
+    FINISH_MARGIN_SECONDS,
+    RetryLater,
+    Tally,
+    fetch_budget,
+    fetch_now,
+    parse_posts,
+    run_job,
+)
 from aggregator.models import FetchMode, JobStatus
+from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
 
 SUCCEEDED, FAILED = JobStatus.SUCCEEDED, JobStatus.FAILED
 
@@ -36,29 +49,29 @@ def post(i, **changes):
 )
 def test_a_record_that_does_not_fit_is_rejected_with_its_reason(record, reason):
     tally = Tally()
-    assert parse_posts([post(7), record], tally) == [(7, 1, "t7", "b7")]
+    assert list(parse_posts([post(7), record], tally)) == [(7, 1, "t7", "b7")]
     assert tally.rejected == 1
     assert reason in tally.reasons[0]
     assert tally.reasons[0].startswith("record 2:")
 
 
-def test_extra_fields_are_ignored_and_the_last_duplicate_wins():
-    tally = Tally()
-    rows = parse_posts([post(1, extra="x"), post(2), post(1, title="second")], tally)
-    assert sorted(rows) == [(1, 1, "second", "b1"), (2, 1, "t2", "b2")]
-    assert (tally.fetched, tally.rejected) == (3, 0)
+def test_extra_fields_are_ignored_and_the_last_duplicate_wins(db, settings, upstream):
+    upstream.then_respond(200, [post(1, extra="x"), post(2), post(1, title="second")])
+    job = fetch_now(db, settings, seconds_left=30).job
+    assert [(p.id, p.title) for p in db.list_posts()] == [(1, "second"), (2, "t2")]
+    assert (job.fetched, job.inserted, job.rejected) == (3, 2, 0)
 
 
 def test_only_the_first_reasons_are_kept_but_every_rejection_is_counted():
     tally = Tally()
-    parse_posts([post(i, title=None) for i in range(1, 11)], tally)
+    list(parse_posts([post(i, title=None) for i in range(1, 11)], tally))
     assert tally.rejected == 10
     assert len(tally.reasons) == 3
     assert tally.summary().endswith("and 7 more")
 
 
 def test_a_first_fetch_inserts_everything(db, settings):
-    job = fetch_now(db, settings).job
+    job = fetch_now(db, settings, seconds_left=30).job
     assert job.status == SUCCEEDED
     assert (job.fetched, job.inserted, job.updated, job.unchanged, job.rejected) == (100, 100, 0, 0, 0)
     assert job.error is None
@@ -66,15 +79,15 @@ def test_a_first_fetch_inserts_everything(db, settings):
 
 
 def test_a_refetch_of_unchanged_data_writes_nothing(db, settings):
-    fetch_now(db, settings)
-    job = fetch_now(db, settings).job
+    fetch_now(db, settings, seconds_left=30)
+    job = fetch_now(db, settings, seconds_left=30).job
     assert (job.inserted, job.updated, job.unchanged) == (0, 0, 100)
 
 
 def test_a_changed_post_is_updated_and_never_duplicated(db, settings, upstream):
-    fetch_now(db, settings)
+    fetch_now(db, settings, seconds_left=30)
     upstream.posts[4]["title"] = "edited upstream"
-    job = fetch_now(db, settings).job
+    job = fetch_now(db, settings, seconds_left=30).job
     assert (job.inserted, job.updated, job.unchanged) == (0, 1, 99)
     assert db.count_posts() == 100
     assert db.list_posts()[4].title == "edited upstream"
@@ -83,7 +96,7 @@ def test_a_changed_post_is_updated_and_never_duplicated(db, settings, upstream):
 def test_invalid_records_are_counted_and_named_while_valid_ones_are_stored(db, settings, upstream):
     upstream.posts[0]["title"] = None
     upstream.posts[1]["userId"] = "two"
-    job = fetch_now(db, settings).job
+    job = fetch_now(db, settings, seconds_left=30).job
     assert job.status == SUCCEEDED
     assert (job.fetched, job.inserted, job.rejected) == (100, 98, 2)
     assert "'title' is missing" in job.error and "'userId' must be an integer" in job.error
@@ -91,7 +104,7 @@ def test_invalid_records_are_counted_and_named_while_valid_ones_are_stored(db, s
 
 def test_an_upstream_failure_fails_the_job_and_writes_nothing(db, settings, upstream):
     upstream.then_respond(500, {"error": "boom"})
-    outcome = fetch_now(db, settings)
+    outcome = fetch_now(db, settings, seconds_left=30)
     assert outcome.job.status == FAILED
     assert outcome.job.error == "upstream answered HTTP 500"
     assert not outcome.timed_out
@@ -100,13 +113,13 @@ def test_an_upstream_failure_fails_the_job_and_writes_nothing(db, settings, upst
 
 def test_a_failure_on_a_later_page_writes_nothing_from_that_fetch(db, upstream):
     settings = load({"UPSTREAM_URL": upstream.url + "?_page=1&_limit=40", "UPSTREAM_ATTEMPTS": "1"})
-    fetch_now(db, settings)
+    fetch_now(db, settings, seconds_left=30)
     upstream.posts.append(post(101))
     upstream.then_respond(
         200, [post(1, title="changed"), post(102)], {"Link": f'<{upstream.url}?_page=2&_limit=40>; rel="next"'}
     )
     upstream.then_respond(503, {})
-    job = fetch_now(db, settings).job
+    job = fetch_now(db, settings, seconds_left=30).job
     assert job.status == FAILED
     assert db.count_posts() == 100
     assert db.list_posts()[0].title == "post 1 title"
@@ -114,7 +127,7 @@ def test_a_failure_on_a_later_page_writes_nothing_from_that_fetch(db, upstream):
 
 def test_a_timeout_is_reported_as_one(db, settings, upstream):
     upstream.then_respond(200, [], delay=1.5)
-    outcome = fetch_now(db, settings)
+    outcome = fetch_now(db, settings, seconds_left=30)
     assert outcome.job.status == FAILED
     assert outcome.timed_out
     assert "timed out" in outcome.job.error
@@ -124,13 +137,92 @@ def test_a_failure_before_the_last_attempt_leaves_the_job_running_for_a_retry(db
     job = db.create_job(FetchMode.TASK)
     upstream.then_respond(502, {})
     with pytest.raises(RetryLater, match="HTTP 502"):
-        run_job(db, settings, job.job_id, last_attempt=False)
+        run_job(db, settings, job.job_id, budget=10, last_attempt=False)
     assert db.get_job(job.job_id).status == JobStatus.RUNNING
-    assert run_job(db, settings, job.job_id, last_attempt=False).job.status == SUCCEEDED
+    assert run_job(db, settings, job.job_id, budget=10, last_attempt=False).job.status == SUCCEEDED
 
 
 def test_a_finished_job_is_returned_untouched(db, settings, upstream):
-    job = fetch_now(db, settings).job
+    job = fetch_now(db, settings, seconds_left=30).job
     requests_before = upstream.requests
-    assert run_job(db, settings, job.job_id).job == job
+    assert run_job(db, settings, job.job_id, budget=10).job == job
     assert upstream.requests == requests_before
+
+
+def fields(**changes) -> bytes:
+    """The JSON text of post 2, with fields replaced by raw JSON text."""
+    raw = {"id": b"2", "userId": b"1", "title": b'"t2"', "body": b'"b2"'} | changes
+    return b"{" + b", ".join(b'"%s": %s' % (name.encode(), value) for name, value in raw.items()) + b"}"
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (fields(extra=b"1" * 5000), "an integer has more than 4300 digits"),
+        (fields(id=b"9" * 5000), "an integer has more than 4300 digits"),
+        (fields(id=b"9" * 40), "'id' must be between 1 and"),
+        (fields(id=b"NaN"), "NaN is not JSON"),
+        (fields(extra=b"-Infinity"), "-Infinity is not JSON"),
+        (fields(id=b"1e999"), "'id' must be an integer"),
+        (fields(id=b"2.0"), "'id' must be an integer"),
+        (fields(extra=b'{"id": 3, "id": 4}'), "the key 'id' appears twice in one object"),
+        (fields(body=b'"bad \xff byte"'), "'body' is not valid unicode"),
+        (fields(title=b'"raw \x01 control"'), "Invalid control character"),
+        (fields(body=b'"' + b"x" * 600_000 + b'"'), "longer than 500000 characters"),
+        (fields(body=b'"\\ud800"'), "'body' is not valid unicode"),
+        (fields(userId=b"[" * 50 + b"]" * 50), "'userId' must be an integer"),
+    ],
+)
+def test_an_odd_record_is_rejected_alone_and_the_others_are_stored(db, settings, upstream, record, reason):
+    upstream.then_respond(200, b"[" + fields(id=b"1") + b", " + record + b",\n" + fields(id=b"3") + b"]")
+    job = fetch_now(db, settings, seconds_left=30).job
+    assert job.status == SUCCEEDED
+    assert (job.fetched, job.inserted, job.rejected) == (3, 2, 1)
+    assert job.error.startswith("1 record(s) rejected: record 2: ") and reason in job.error
+    assert [p.id for p in db.list_posts()] == [1, 3]
+
+
+def test_a_key_given_twice_in_a_record_rejects_it_whatever_the_key(db, settings, upstream):
+    upstream.then_respond(200, b'[{"id": 1, "userId": 1, "title": "t", "body": "b", "title": "u"}]')
+    job = fetch_now(db, settings, seconds_left=30).job
+    assert job.rejected == 1 and "the key 'title' appears twice" in job.error
+
+
+def test_the_fetch_budget_keeps_a_margin_to_record_the_outcome_and_a_cap():
+    assert fetch_budget(60.0) == 60.0 - FINISH_MARGIN_SECONDS
+    assert fetch_budget(29.0, 25.0) == 25.0
+    assert fetch_budget(10.0, 25.0) == 10.0 - FINISH_MARGIN_SECONDS
+    assert fetch_budget(1.0) == 0.0
+
+
+def dripping(seconds: float = 30.0):
+    response = http_response(body=json.dumps([post(1)]).encode())
+    return HostileUpstream(drip(response, every=seconds / len(response)))
+
+
+def test_a_sync_fetch_ends_within_the_budget_its_settings_give(db):
+    with dripping() as server:
+        settings = replace(load({"UPSTREAM_URL": server.url, "UPSTREAM_TIMEOUT": "20"}), sync_fetch_budget=1.0)
+        started = time.monotonic()
+        outcome = fetch_now(db, settings, seconds_left=30)
+    assert time.monotonic() - started < 1.0 + 1.5
+    assert outcome.timed_out and outcome.job.status == FAILED
+    assert outcome.job.error == "upstream fetch ran out of its 1 s budget"
+
+
+def test_a_sync_fetch_ends_early_enough_to_record_its_outcome_when_the_invocation_is_short(db):
+    with dripping() as server:
+        settings = load({"UPSTREAM_URL": server.url, "UPSTREAM_TIMEOUT": "20"})
+        outcome = fetch_now(db, settings, seconds_left=FINISH_MARGIN_SECONDS + 1.0)
+    assert outcome.job.error == "upstream fetch ran out of its 1 s budget"
+
+
+def test_the_job_error_and_the_logs_never_carry_credentials_of_the_url(db, upstream, log_lines):
+    url = upstream.url.replace("http://", "http://alice:s3cret@") + "?api_key=k3y"
+    upstream.then_respond(200, [post(1)], {"Link": f'<{url}>; rel="next"'})
+    upstream.then_respond(200, [post(2)], {"Link": f'<{url}>; rel="next"'})
+    job = fetch_now(db, load({"UPSTREAM_URL": url, "UPSTREAM_ATTEMPTS": "1"}), seconds_left=30).job
+    assert job.error == "upstream pagination loops back to a page it already sent"
+    logs = json.dumps(log_lines())
+    assert "fetch failed" in logs and "api_key=***" in logs
+    assert "s3cret" not in logs and "k3y" not in logs

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from aggregator.scrub import scrub
+
 DEFAULT_UPSTREAM_URL = "https://jsonplaceholder.typicode.com/posts"
+SYNC_FETCH_BUDGET = 25.0  # seconds for a whole sync fetch: API Gateway ends a request at 29 s
+DEFAULT_MEMORY_MB = 512  # the template's MemorySize, for a process that Lambda does not run
+# An upstream page may be 1/16 of the function's memory: decoding it may take 8 times its bytes (the
+# bytes, their text at up to 4 bytes a character, one string value as large again), half the memory.
+PAGE_SHARE_OF_MEMORY = 16
 
 
 class ConfigError(ValueError):
@@ -26,6 +33,13 @@ class Settings:
     aws_endpoint_url: str | None
     max_receive_count: int
     min_fetch_interval: float
+    memory_mb: int  # the function's memory, which Lambda sets in AWS_LAMBDA_FUNCTION_MEMORY_SIZE
+    sync_fetch_budget: float = SYNC_FETCH_BUDGET
+
+    @property
+    def max_page_bytes(self) -> int:
+        """The largest upstream page a fetch accepts."""
+        return self.memory_mb * 2**20 // PAGE_SHARE_OF_MEMORY
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
@@ -38,6 +52,9 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
         max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", 3, low=1, high=1000, whole=True)),
         min_fetch_interval=_number(env, "MIN_FETCH_INTERVAL", 0.0, low=0.0, high=86400.0 * 7),
+        memory_mb=int(
+            _number(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", DEFAULT_MEMORY_MB, low=128, high=10240, whole=True)
+        ),
     )
 
 
@@ -54,9 +71,13 @@ def _text(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     value = _text(env, name, default)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name} must be an http(s) URL with a host, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # the port is not a number up to 65535
+        valid = False
+    if not valid:
+        raise ConfigError(f"{name} must be an http(s) URL with a host, got {scrub(value)!r}")
     return value
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeGuard, cast
 
 from aggregator import jobs, upstream
 from aggregator.config import Settings
 from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job, JobCounts, JobStatus
+from aggregator.observability import logger
+from aggregator.scrub import scrub
 from aggregator.store import PostRow, Store, UnknownJob
 
 POST_FIELDS = (("id", int), ("userId", int), ("title", str), ("body", str))
 MAX_REASONS = 3
 MAX_POST_CHARS = 500_000  # title + body; any post must fit in one page of GET /data
+BATCH_ROWS = 1000  # rows handed to the store at a time: bounded memory, and the store works in bulk
+FINISH_MARGIN_SECONDS = 4.0  # what an invocation keeps, after its fetch, to record the outcome
 
 
 class RetryLater(Exception):
@@ -46,20 +53,28 @@ class Tally:
         return f"{self.rejected} record(s) rejected: " + "; ".join(self.reasons) + more
 
 
-def fetch_now(store: Store, settings: Settings) -> FetchResult:
+def fetch_budget(seconds_left: float, cap: float = math.inf) -> float:
+    """The seconds a fetch may take in an invocation that has `seconds_left`: all but the margin to
+    record its outcome, and at most `cap`."""
+    return max(0.0, min(cap, seconds_left - FINISH_MARGIN_SECONDS))
+
+
+def fetch_now(store: Store, settings: Settings, *, seconds_left: float) -> FetchResult:
     """A sync fetch: a new job run to its end, unless another is in progress or a success is fresh."""
     claim = jobs.claim(store, settings, FetchMode.SYNC)
     if claim.outcome != ClaimOutcome.STARTED:
         return FetchResult(claim.job, claim.outcome)
-    return run_job(store, settings, claim.job.job_id)
+    budget = fetch_budget(seconds_left, settings.sync_fetch_budget)
+    return run_job(store, settings, claim.job.job_id, budget=budget)
 
 
-def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool = True) -> FetchResult:
-    """Run a queued job; a job that has already finished is returned as it is.
+def run_job(store: Store, settings: Settings, job_id: str, *, budget: float, last_attempt: bool = True) -> FetchResult:
+    """Run a queued job, its fetch within `budget` seconds; a job that has already finished is
+    returned as it is.
 
     On a failure, a job on its last attempt ends `failed`; otherwise RetryLater is
     raised and the job stays `running` for the next delivery. Nothing of a failed
-    fetch is written.
+    fetch is written. The job's error is a short reason; the detail goes to the log.
     """
     if store.start_job(job_id) is None:
         finished = store.get_job(job_id)
@@ -68,11 +83,13 @@ def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool
         return FetchResult(finished)
     tally = Tally()
     try:
-        merge = store.upsert_posts(_valid_pages(settings, tally))
+        merge = store.upsert_posts(_valid_pages(settings, tally, budget))
     except Exception as exc:
-        if not last_attempt:
-            raise RetryLater(str(exc)) from exc
         reason = str(exc) if isinstance(exc, upstream.UpstreamError) else f"internal error: {type(exc).__name__}"
+        detail = exc.detail if isinstance(exc, upstream.UpstreamError) else scrub(str(exc))
+        logger.warning("fetch failed", extra={"reason": reason, "detail": detail, "last_attempt": last_attempt})
+        if not last_attempt:
+            raise RetryLater(reason) from exc
         job = store.finish_job(job_id, JobStatus.FAILED, JobCounts(fetched=tally.fetched), reason)
         if not isinstance(exc, upstream.UpstreamError):
             raise
@@ -87,28 +104,57 @@ def run_job(store: Store, settings: Settings, job_id: str, *, last_attempt: bool
     return FetchResult(store.finish_job(job_id, JobStatus.SUCCEEDED, counts, tally.summary()))
 
 
-def _valid_pages(settings: Settings, tally: Tally) -> Iterator[list[PostRow]]:
+def _valid_pages(settings: Settings, tally: Tally, budget: float) -> Iterator[list[PostRow]]:
+    """The valid rows of the upstream's pages, in batches of at most BATCH_ROWS for the store."""
     pages = upstream.fetch_pages(
-        settings.upstream_url, timeout=settings.upstream_timeout, attempts=settings.upstream_attempts
+        settings.upstream_url,
+        timeout=settings.upstream_timeout,
+        attempts=settings.upstream_attempts,
+        budget=budget,
+        max_page_bytes=settings.max_page_bytes,
     )
     for records in pages:
-        yield parse_posts(records, tally)
+        rows = parse_posts(records, tally)
+        while batch := list(itertools.islice(rows, BATCH_ROWS)):
+            yield batch
 
 
-def parse_posts(records: list[upstream.Record], tally: Tally) -> list[PostRow]:
-    """The records that fit the post schema, as rows; a later record with the same id wins."""
-    rows: dict[int, PostRow] = {}
+def parse_posts(records: Iterable[upstream.Record], tally: Tally) -> Iterator[PostRow]:
+    """The records that fit the post schema, each as a row as soon as it is read; the others are
+    counted and named in `tally`. The store keeps the last of several rows with one id."""
     for record in records:
         tally.fetched += 1
+        if type(record) is dict:
+            row = (record.get("id"), record.get("userId"), record.get("title"), record.get("body"))
+            if _plainly_valid(row):
+                yield row
+                continue
         reason = _problem(record)
         if reason:
             tally.reject(tally.fetched, reason)
         else:
-            rows[record["id"]] = (record["id"], record["userId"], record["title"], record["body"])
-    return list(rows.values())
+            yield cast(PostRow, row)  # `_problem` found nothing wrong with it
+
+
+def _plainly_valid(row: tuple[object, object, object, object]) -> TypeGuard[PostRow]:
+    """The common case, in one expression; what it does not pass gets the full check of `_problem`."""
+    post_id, user_id, title, body = row
+    return (
+        type(post_id) is int
+        and type(user_id) is int
+        and 0 < post_id <= MAX_ID
+        and 0 < user_id <= MAX_ID
+        and type(title) is str
+        and type(body) is str
+        and title.isascii()
+        and body.isascii()
+        and len(title) + len(body) <= MAX_POST_CHARS
+    )
 
 
 def _problem(record: upstream.Record) -> str | None:
+    if isinstance(record, upstream.UnreadableRecord):
+        return record.reason
     for name, kind in POST_FIELDS:
         value = record.get(name)
         if value is None:

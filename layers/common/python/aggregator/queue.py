@@ -10,10 +10,13 @@ from typing import Any
 from aggregator import jobs
 from aggregator.config import Settings
 from aggregator.models import JOB_ID_PATTERN, Claim, ClaimOutcome, FetchMode, JobCounts, JobStatus
+from aggregator.observability import logger
+from aggregator.scrub import scrub
 from aggregator.store import Store
 
 MESSAGE_GROUP = "fetch-jobs"
 JOB_ID = re.compile(JOB_ID_PATTERN)
+ERROR_CODE = re.compile(r"[A-Za-z][\w.]{0,99}")
 
 
 class QueueError(Exception):
@@ -32,10 +35,21 @@ def submit(store: Store, settings: Settings, mode: FetchMode) -> Claim:
     try:
         send(settings, claim.job.job_id)
     except Exception as exc:
-        reason = f"could not enqueue the job: {exc}"
+        reason = f"could not enqueue the job: {_short_reason(exc)}"  # the job is readable without a key
+        logger.error("could not enqueue the job", extra={"reason": reason, "detail": scrub(str(exc))})
         store.finish_job(claim.job.job_id, JobStatus.FAILED, JobCounts(), reason)
         raise QueueError(reason) from exc
     return claim
+
+
+def _short_reason(exc: Exception) -> str:
+    """Our own reason, or AWS's error code (such as AccessDenied) without its message, which names
+    ARNs and roles; else the kind of error."""
+    if isinstance(exc, QueueError):
+        return str(exc)
+    response = getattr(exc, "response", None)  # botocore's ClientError keeps the parsed error here
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code if isinstance(code, str) and ERROR_CODE.fullmatch(code) else type(exc).__name__
 
 
 def send(settings: Settings, job_id: str) -> None:

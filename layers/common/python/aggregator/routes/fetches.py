@@ -96,7 +96,8 @@ def fetch(
     store = open_store(config)
     if FetchMode(mode) == FetchMode.TASK:
         return _queue(store, config)
-    result = ingest.fetch_now(store, config)
+    seconds_left = router.lambda_context.get_remaining_time_in_millis() / 1000
+    result = ingest.fetch_now(store, config, seconds_left=seconds_left)
     job = result.job
     logger.set_correlation_id(job.job_id)
     logger.info("sync fetch answered", extra={"outcome": result.outcome.value, "job": job.as_json()})

@@ -1,0 +1,102 @@
+"""The fetch and worker handlers against an upstream that drips, redirects away or fails to queue:
+each ends within its function's time, and no secret reaches a job's record."""
+
+import json
+import re
+import time
+
+import pytest
+from botocore.stub import Stubber
+
+from aggregator import queue
+from aggregator.config import settings
+from aggregator.ingest import FINISH_MARGIN_SECONDS
+from aggregator.models import FetchMode, JobStatus
+from local.sample_upstream import SampleUpstream
+from tests.helpers import api_event, body, invoke, load_event, reset_settings
+from tests.integration.test_worker import failures, record, sqs_event
+from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
+
+SLACK = 1.5
+OUT_OF_BUDGET = re.compile(r"upstream fetch ran out of its (1\.[5-9]|2) s budget")  # 2 s less the call's own time
+POSTS = json.dumps([{"userId": 1, "id": 1, "title": "t", "body": "b"}]).encode()
+
+
+@pytest.fixture
+def dripping(monkeypatch):
+    """An upstream that takes a minute to send its answer, a byte at a time, each byte well within the timeout."""
+    response = http_response(body=POSTS)
+    with HostileUpstream(drip(response, every=60 / len(response))) as server:
+        monkeypatch.setenv("UPSTREAM_URL", server.url)
+        monkeypatch.setenv("UPSTREAM_TIMEOUT", "20")
+        reset_settings()
+        yield server
+
+
+def test_a_sync_fetch_answers_504_with_the_failed_job_before_its_function_times_out(dripping, store):
+    seconds = FINISH_MARGIN_SECONDS + 2  # a function timeout that leaves the fetch 2 s
+    started = time.monotonic()
+    response = invoke("FetchApiFunction", load_event("post_fetch_sync"), timeout=seconds)
+    assert time.monotonic() - started < seconds - FINISH_MARGIN_SECONDS + SLACK
+    assert response["statusCode"] == 504
+    job = body(response)
+    assert job["status"] == "failed" and OUT_OF_BUDGET.fullmatch(job["error"])
+    assert store.count_posts() == 0
+
+
+def test_the_worker_ends_a_fetch_within_its_function_timeout_less_the_margin(dripping, store):
+    job = store.create_job(FetchMode.TASK)
+    seconds = FINISH_MARGIN_SECONDS + 2
+    started = time.monotonic()
+    event = sqs_event(record(job.job_id, receive_count=settings().max_receive_count))
+    assert failures(invoke("WorkerFunction", event, timeout=seconds)) == ["m-1"]
+    assert time.monotonic() - started < seconds - FINISH_MARGIN_SECONDS + SLACK
+    failed = store.get_job(job.job_id)
+    assert failed.status == JobStatus.FAILED and OUT_OF_BUDGET.fullmatch(failed.error)
+
+
+def test_a_redirect_to_another_origin_stores_nothing_of_it(upstream, store):
+    with SampleUpstream(5) as elsewhere:
+        upstream.then_respond(302, "", {"Location": elsewhere.url})
+        response = invoke("FetchApiFunction", load_event("post_fetch_sync"))
+        assert elsewhere.requests == 0
+    assert response["statusCode"] == 502
+    assert body(response)["error"] == "upstream redirected to another origin"
+    assert store.count_posts() == 0
+
+
+ASSUMED_ROLE = "arn:aws:sts::123456789012:assumed-role/api-aggregator-FetchApiRole-1A2B3C/fetch"
+
+
+def test_a_queue_failure_records_aws_error_code_only_and_logs_the_detail(upstream, sqs, store, log_lines):
+    with Stubber(queue._sqs(settings().aws_endpoint_url)) as aws:
+        aws.add_client_error(
+            "send_message",
+            service_error_code="AccessDenied",
+            service_message=f"User: {ASSUMED_ROLE} is not authorized to perform: sqs:sendmessage",
+            http_status_code=403,
+        )
+        response = invoke("FetchApiFunction", load_event("post_fetch_task"))
+    assert response["statusCode"] == 503
+    [job] = store.list_jobs()
+    status = invoke("ReadApiFunction", api_event("get_job_status", path_params={"job_id": job.job_id}))
+    assert body(status)["error"] == "could not enqueue the job: AccessDenied"
+    assert "123456789012" not in status["body"]
+    logged = json.dumps(log_lines())
+    assert ASSUMED_ROLE in logged  # for operators, in the function's own log
+
+
+def test_credentials_in_the_upstream_url_reach_neither_the_job_nor_the_logs(upstream, store, monkeypatch, log_lines):
+    url = upstream.url.replace("http://", "http://alice:s3cret@") + "?api_key=k3y"
+    monkeypatch.setenv("UPSTREAM_URL", url)
+    reset_settings()
+    with SampleUpstream(1) as elsewhere:
+        upstream.then_respond(200, [], {"Link": f'<{elsewhere.url}?api_key=k3y>; rel="next"'})
+        response = invoke("FetchApiFunction", load_event("post_fetch_sync"))
+    job = body(response)
+    assert (response["statusCode"], job["error"]) == (502, "upstream next-page link leaves its origin")
+    status = invoke("ReadApiFunction", api_event("get_job_status", path_params={"job_id": job["job_id"]}))
+    logged = json.dumps(log_lines())
+    assert "api_key=***" in logged
+    for said in (status["body"], response["body"], logged):
+        assert "s3cret" not in said and "k3y" not in said
