@@ -26,6 +26,7 @@ from local.console import Console
 from local.deployment import CREDENTIALS
 from local.instance import Instance
 from local.runtime import LambdaContext, load_handler
+from local.sample_upstream import SampleUpstream, tiny_posts_page
 from local.sandbox import Sandbox, sandbox
 from local.stack import LocalStack, Options
 from local.template import ROOT, Function, load
@@ -320,19 +321,24 @@ def peak_rss_kib(url: str, path: str) -> int:
 
 
 def run_child(*args: str, **env: str) -> str:
-    """What `python -m bench.run ARGS` prints, in a fresh interpreter."""
-    command = [sys.executable, "-m", "bench.run", *args]
-    environment = {**user_environment(), **env}
-    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=True).stdout
+    """The figure `python -m bench.run ARGS REPORT` writes to the file REPORT, in a fresh interpreter.
+
+    A file of its own, not stdout: what the child runs may print too (the fetch handler's metrics line).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "figure"
+        command = [sys.executable, "-m", "bench.run", *args, str(report)]
+        subprocess.run(command, cwd=ROOT, env={**user_environment(), **env}, capture_output=True, check=True)
+        return report.read_text()
 
 
-def child_fetch_once(url: str, path: str) -> None:
+def child_fetch_once(url: str, path: str, report: str) -> None:
     use_settings(UPSTREAM_URL=url, DB_PATH=path, UPSTREAM_TIMEOUT="25")
-    answer = handler("FetchApiFunction")(event("post_fetch_sync"), LambdaContext("fetch"))
+    answer = handler("FetchApiFunction")(event("post_fetch_sync"), LambdaContext("fetch", timeout=29))
     assert answer["statusCode"] == 200, answer
     # VmHWM, not ru_maxrss: the latter keeps the peak of the parent this process was forked from.
     status = Path("/proc/self/status").read_text()
-    print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    Path(report).write_text(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
 def bench_memory(workdir: Path) -> None:
@@ -361,9 +367,7 @@ def bench_largest_read_memory(workdir: Path) -> None:
     body = "x" * MAX_POST_CHARS
     store.upsert_posts([(i, 1, "", body) for i in range(n, n + 50)] for n in range(1, 1001, 50))
     store.close()
-    figures = workdir / "largest-read.json"  # the child's own channel: its stdout carries its logs
-    run_child("--read-largest", path, str(figures))
-    read = json.loads(figures.read_text())
+    read = json.loads(run_child("--read-largest", path))
     memory = TEMPLATE.functions["ReadApiFunction"].memory_size
     report(
         "peak RSS, GET /data?limit=1000",
@@ -383,6 +387,24 @@ def child_read_largest(path: str, figures: str) -> None:
     answer_bytes = len(json.dumps(answer, ensure_ascii=False).encode())  # as Lambda's runtime sends it
     result = {"peak_kib": peak, "answer_bytes": answer_bytes, "posts": len(json.loads(answer["body"]))}
     Path(figures).write_text(json.dumps(result))
+
+
+def bench_page_memory(workdir: Path) -> None:
+    """Peak RSS of one fetch whose single page is the largest allowed, of tiny records: the most per byte."""
+    from aggregator import config
+
+    settings = config.load()
+    budget_kib = settings.memory_mb * 1024 // 2
+    with SampleUpstream(1) as upstream:
+        upstream.then_respond(200, tiny_posts_page(settings.max_page_bytes))
+        peak = peak_rss_kib(upstream.url, str(workdir / "largest_page.db"))
+    report(
+        f"peak RSS, one {settings.max_page_bytes / 2**20:.0f} MiB page of tiny posts",
+        f"{peak / 1024:.1f} MiB",
+        f"budget {budget_kib / 1024:.0f} MiB",
+        peak / budget_kib,
+        "<= 1.0x half the function's memory",
+    )
 
 
 def bench_round_trip(workdir: Path) -> None:
@@ -420,12 +442,13 @@ def main() -> None:
         bench_reads_during_a_fetch(workdir)
         bench_memory(workdir)
         bench_largest_read_memory(workdir)
+        bench_page_memory(workdir)
         bench_round_trip(workdir)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--fetch-once"]:
-        child_fetch_once(*sys.argv[2:4])
+        child_fetch_once(*sys.argv[2:5])
     elif sys.argv[1:2] == ["--read-largest"]:
         child_read_largest(*sys.argv[2:4])
     else:
