@@ -48,6 +48,13 @@ def tiny_posts_page(size: int) -> bytes:
     return b"[" + b",".join(records) + b"]"
 
 
+def wide_record_page(size: int) -> bytes:
+    """A JSON list of one post, `size` bytes long, whose extra field is a list of empty lists: the shape
+    that costs the most memory to decode for its bytes."""
+    head, tail = b'[{"id":1,"userId":1,"title":"t","body":"b","wide":[[]', b"]}]"
+    return head + b",[]" * ((size - len(head) - len(tail)) // 3) + tail
+
+
 @dataclass
 class Scripted:
     status: int = 200

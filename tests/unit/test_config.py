@@ -29,9 +29,9 @@ def test_values_come_from_the_environment():
     assert settings.max_receive_count == 5
 
 
-def test_an_upstream_page_may_hold_a_sixteenth_of_the_functions_memory():
-    assert load({}).max_page_bytes == 32 * 2**20  # the template's 512 MB
-    assert load({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048"}).max_page_bytes == 128 * 2**20
+def test_an_upstream_page_may_hold_a_64th_of_the_functions_memory():
+    assert load({}).max_page_bytes == 8 * 2**20  # the template's 512 MB
+    assert load({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048"}).max_page_bytes == 32 * 2**20
 
 
 def test_a_sync_fetch_has_25_seconds_so_api_gateway_gets_its_answer_within_29():

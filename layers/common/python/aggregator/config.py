@@ -14,9 +14,11 @@ from aggregator.scrub import scrub
 DEFAULT_UPSTREAM_URL = "https://jsonplaceholder.typicode.com/posts"
 SYNC_FETCH_BUDGET = 25.0  # seconds for a whole sync fetch: API Gateway ends a request at 29 s
 DEFAULT_MEMORY_MB = 512  # the template's MemorySize, for a process that Lambda does not run
-# An upstream page may be 1/16 of the function's memory: decoding it may take 8 times its bytes (the
-# bytes, their text at up to 4 bytes a character, one string value as large again), half the memory.
-PAGE_SHARE_OF_MEMORY = 16
+# An upstream page may be 1/64 of the function's memory. Its records are decoded one at a time, but one
+# record may fill the page, and decoding takes about 25 times its text in the worst shape (a record of
+# empty lists): the largest page then peaks near half of the memory, within 3/4 (see make bench).
+PAGE_SHARE_OF_MEMORY = 64
+MEMORY_BUDGET_SHARE = 0.75  # of the function's memory, for a fetch's peak
 
 
 class ConfigError(ValueError):
