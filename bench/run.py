@@ -397,16 +397,16 @@ def bench_page_memory(workdir: Path) -> None:
     settings = config.load()
     budget_kib = settings.memory_mb * 1024 * config.MEMORY_BUDGET_SHARE
     size = f"{settings.max_page_bytes / 2**20:.0f} MiB"
-    for shape, page_of in (("tiny posts", tiny_posts_page), ("one wide record", wide_record_page)):
+    for shape, page_of in (("tiny posts", tiny_posts_page), ("wide record", wide_record_page)):
         with SampleUpstream(1) as upstream:
             upstream.then_respond(200, page_of(settings.max_page_bytes))
             peak = peak_rss_kib(upstream.url, str(workdir / "largest_page.db"))
         report(
-            f"peak RSS, one {size} page of {shape}",
+            f"peak RSS, {size} page, {shape}",
             f"{peak / 1024:.1f} MiB",
             f"budget {budget_kib / 1024:.0f} MiB",
             peak / budget_kib,
-            "<= 1.0x budget (3/4 of the memory)",
+            f"<= 1.0x budget, 3/4 of {settings.memory_mb} MB",
         )
 
 
