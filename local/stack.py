@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aggregator.scrub import scrub
 from local import template as tpl
 from local.api_server import OUTCOME_HEADER, Answer, ApiServer
 from local.console import Console, json_record
@@ -259,7 +260,7 @@ class LocalStack:
         rows = [
             ("api", f"{self.api.url}   (docs: {self.api.url}/docs, /redoc, /openapi.json)"),
             ("cloud", f"moto at {cloud}: {queues}; dashboard {cloud}/moto-api/"),
-            ("upstream", self.upstream_url + ("   (sample posts)" if self.options.upstream == "sample" else "")),
+            ("upstream", scrub(self.upstream_url) + ("   (sample posts)" if self.options.upstream == "sample" else "")),
             ("database", self.options.db_path),
             ("api key", "required in x-api-key for " + ", ".join(keyed) if self.options.api_key else "not required"),
             ("functions", f"a process per instance, under {_client_name(self.deployment.client)}; up to "

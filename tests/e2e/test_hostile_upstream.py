@@ -76,5 +76,5 @@ def test_credentials_in_upstream_url_leave_through_neither_the_job_nor_the_funct
         stack.stop()
     function_logs = [line for line in stack.lines if line.startswith("  FetchApiFunction  ")]  # raw, --verbose
     assert any("api_key=***" in line for line in function_logs)
-    for said in (record.decode(), *function_logs):
+    for said in (record.decode(), *function_logs, stack.output):  # the stack's banner and console too
         assert "s3cret" not in said and "k3y" not in said
