@@ -30,6 +30,7 @@ from local.sample_upstream import SampleUpstream, tiny_posts_page, wide_record_p
 from local.sandbox import Sandbox, sandbox
 from local.stack import LocalStack, Options
 from local.template import ROOT, Function, load
+from tests.helpers import merge
 from tests.running_stack import RunningStack, user_environment
 
 EVENTS = ROOT / "events"
@@ -365,7 +366,7 @@ def bench_largest_read_memory(workdir: Path) -> None:
     path = str(workdir / "largest.db")
     store = SqliteStore(path)
     body = "x" * MAX_POST_CHARS
-    store.upsert_posts([(i, 1, "", body) for i in range(n, n + 50)] for n in range(1, 1001, 50))
+    merge(store, [[(i, 1, "", body) for i in range(n, n + 50)] for n in range(1, 1001, 50)])
     store.close()
     read = json.loads(run_child("--read-largest", path))
     memory = TEMPLATE.functions["ReadApiFunction"].memory_size

@@ -36,6 +36,7 @@ RETRY_DELAY = 10  # seconds before a failed delivery comes back locally (the tem
 IDLE_SECONDS = 300  # an instance idle this long is stopped, as Lambda reclaims idle sandboxes
 REAP_EVERY_SECONDS = 1.0
 WATCHED = ("functions", "layers")
+STOPPED_MID_SYNC = "abandoned: the local stack stopped while it ran"
 
 
 @dataclass
@@ -100,6 +101,7 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self.deploy()
+        self.reconcile_jobs()
         self._start_api()
         self._start_pollers()
         self._start_schedules()
@@ -109,7 +111,11 @@ class LocalStack:
     def deploy(self) -> Deployment:
         """The template in the emulated cloud, with each function's instances ready to start."""
         self.upstream_url = self._upstream()
-        overrides = self.options.overrides | {"UPSTREAM_URL": self.upstream_url, "DB_PATH": self.options.db_path}
+        overrides = self.options.overrides | {
+            "UPSTREAM_URL": self.upstream_url,
+            "DB_PATH": self.options.db_path,
+            "QUEUE_VISIBILITY_TIMEOUT": str(self._redelivery_seconds()),
+        }
         deploy = DeployOptions(
             overrides=overrides,
             function_overrides=self.function_overrides,
@@ -123,6 +129,44 @@ class LocalStack:
         self.deployment.start()
         self._check_settings()
         return self.deployment
+
+    def _redelivery_seconds(self) -> int:
+        """The longest from one local delivery of a message to the next: the worker may run to its timeout,
+        then a failed message comes back `retry_delay` seconds later (not after the queue's own timeout)."""
+        timeouts = [self.template.functions[source.function].timeout for source in self.template.sqs_sources]
+        return max(timeouts, default=0) + self.options.retry_delay
+
+    def reconcile_jobs(self) -> None:
+        """Settle the jobs the last run left in progress. Its queue lived in memory, so a task or scheduled
+        job's message is gone: the job is sent again, under a new lease. A sync job ran in an invocation
+        that died with that run: it is failed."""
+        from aggregator.store import StoreUnavailable
+
+        for source in self.template.sqs_sources:
+            try:
+                self._reconcile(self.deployment.pools[source.function])
+            except StoreUnavailable as exc:
+                raise DeploymentError(f"{self.options.db_path}: {exc}") from None
+
+    def _reconcile(self, worker: FunctionPool) -> None:
+        from aggregator import jobs, queue
+        from aggregator.config import load
+        from aggregator.models import FetchMode
+
+        settings = load(worker.sandbox.environment)
+        store = self.store(worker)
+        for job in store.list_jobs():
+            if job.status.finished:
+                continue
+            was = f"job {job.job_id} ({job.mode}) was {job.status} when the last run stopped"
+            if job.mode == FetchMode.SYNC:
+                store.fail_job(job.job_id, STOPPED_MID_SYNC)
+                self.console.line("jobs", f"{was}: failed")
+            elif store.reissue_lease(
+                job.job_id, lease_seconds=jobs.queued_lease(settings, deliveries_left=settings.max_receive_count)
+            ):
+                queue.send(settings, job.job_id, self.deployment.sqs)
+                self.console.line("jobs", f"{was}: sent to the queue again")
 
     def stop(self, *, wait_seconds: float = 0.0) -> None:
         """Stop taking work, let invocations in flight finish within `wait_seconds`, then stop every part."""
@@ -298,7 +342,8 @@ def request_line(method: str, target: str, answer: Answer, seconds: float) -> st
 def _job_outcome(job: Job | None) -> str:
     if job is None:
         return "unknown job"
-    counts = ", ".join(f"{k} {getattr(job, k)}" for k in ("fetched", "inserted", "updated", "unchanged", "rejected"))
+    names = ("fetched", "pages", "inserted", "updated", "unchanged", "deleted", "rejected")
+    counts = ", ".join(f"{name} {getattr(job, name)}" for name in names)
     return f"{job.status} ({counts})" + (f": {job.error}" if job.error else "")
 
 

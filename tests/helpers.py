@@ -7,11 +7,14 @@ import json
 from typing import Any
 
 from aggregator import config, queue
+from aggregator.models import FetchMode, Job
+from aggregator.store import FetchEnd, Lease, Store
 from local import template
 from local.runtime import LambdaContext, load_handler
 from local.template import ROOT
 
 EVENTS = ROOT / "events"
+LEASE_SECONDS = 60.0
 TEMPLATE = template.load()
 _handlers: dict[str, Any] = {}
 
@@ -96,3 +99,24 @@ def spellings(base: str) -> list[str]:
         "/fetch/status/..%2F.." + base,
     ]
     return [v + query for v in variants for query in ("", "?mode=sync")]
+
+
+def queued_job(store: Store, mode: FetchMode = FetchMode.TASK, lease_seconds: float = LEASE_SECONDS) -> Job:
+    return store.create_job(mode, lease_seconds=lease_seconds)
+
+
+def running_job(store: Store, mode: FetchMode = FetchMode.TASK) -> Lease:
+    lease = store.start_job(queued_job(store, mode).job_id, lease_seconds=LEASE_SECONDS)
+    assert lease is not None
+    return lease
+
+
+def fetch_end(pages: list, *, complete: bool = True, rejected: int = 0) -> FetchEnd:
+    fetched = sum(len(page) for page in pages)
+    return FetchEnd(fetched=fetched, pages=len(pages), rejected=rejected, error=None, complete=complete)
+
+
+def merge(store: Store, pages: list, *, complete: bool = True, lease: Lease | None = None) -> Job:
+    """Posts written the one way a fetch writes them: under a running job's lease, which the merge finishes."""
+    lease = lease or running_job(store)
+    return store.merge_fetch(lease, pages, lambda: fetch_end(pages, complete=complete))

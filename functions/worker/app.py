@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from aggregator import ingest, queue
+from aggregator import ingest, jobs, queue
 from aggregator.config import settings
 from aggregator.metrics import metrics, record_fetch
 from aggregator.models import JobStatus
@@ -37,11 +37,16 @@ def run_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     last = attempt >= config.max_receive_count
     logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
     budget = ingest.fetch_budget(lambda_context.get_remaining_time_in_millis() / 1000)
+    lease = jobs.queued_lease(config, deliveries_left=jobs.deliveries_left(config, attempt))
     try:
-        job = ingest.run_job(store, config, job_id, budget=budget, last_attempt=last).job
+        result = ingest.run_job(store, config, job_id, budget=budget, lease_seconds=lease, last_attempt=last)
     except ingest.RetryLater as exc:
         logger.warning("job failed on this delivery; the queue delivers it again", extra={"reason": str(exc)})
         raise
+    job = result.job
+    if result.given_up:
+        logger.warning("job was given up on while it ran; its fetch was discarded", extra={"job": job.as_json()})
+        return
     logger.info("job finished", extra={"job": job.as_json()})
     record_fetch(job)
     if job.status != JobStatus.SUCCEEDED:

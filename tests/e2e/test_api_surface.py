@@ -11,7 +11,7 @@ from aggregator.store.sqlite import SqliteStore
 from local import apigw
 from local.sample_upstream import SampleUpstream
 from tests.api_document import ROUTES, served_path
-from tests.helpers import BASES, METHODS, spellings
+from tests.helpers import BASES, METHODS, merge, spellings
 from tests.running_stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -101,7 +101,7 @@ def test_reading_a_thousand_of_the_largest_posts_stays_within_the_functions_memo
     path = tmp_path / "aggregator.db"
     store = SqliteStore(str(path))
     big = "x" * MAX_POST_CHARS
-    store.upsert_posts([[(i, 1, "", big) for i in range(n, n + 50)] for n in range(1, 301, 50)])
+    merge(store, [[(i, 1, "", big) for i in range(n, n + 50)] for n in range(1, 301, 50)])
     store.close()
     stack = start_stack(DB_PATH=str(path), UPSTREAM="sample")
     status, headers, body = stack.request("GET", "/data?limit=1000")

@@ -25,4 +25,4 @@ def test_every_operation_holds_to_its_documented_schema(start_stack, tmp_path):
     ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Tested: 3" in result.stdout  # /data, /fetch and /fetch/status/{job_id}
+    assert "Tested: 4" in result.stdout  # /data, /fetch, /fetch/status/{job_id} and /fetch/jobs

@@ -1,13 +1,18 @@
 """Every API route through its real handler, with the events in events/ and a real SQLite file."""
 
 import json
+import os
+import threading
+import time
 from urllib.parse import parse_qsl
 
 import pytest
 
+from aggregator.config import settings
 from aggregator.ingest import MAX_POST_CHARS
 from aggregator.models import JobStatus
 from aggregator.routes.reads import LAMBDA_RESPONSE_LIMIT, PAGE_BUDGET_BYTES
+from aggregator.store import open_store
 from tests.helpers import api_event, body, invoke, load_event, reset_settings
 
 UNKNOWN_JOB = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
@@ -23,9 +28,10 @@ def test_sync_fetch_answers_with_the_finished_job(upstream):
     assert response["statusCode"] == 200
     assert set(job) == {
         "job_id", "mode", "status", "created_at", "started_at", "finished_at",
-        "fetched", "inserted", "updated", "unchanged", "rejected", "error",
+        "fetched", "pages", "inserted", "updated", "unchanged", "deleted", "rejected", "error",
     }  # fmt: skip
-    assert (job["mode"], job["status"], job["fetched"], job["inserted"]) == ("sync", "succeeded", 100, 100)
+    assert (job["mode"], job["status"], job["fetched"], job["pages"]) == ("sync", "succeeded", 100, 1)
+    assert (job["inserted"], job["deleted"]) == (100, 0)
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]
 
 
@@ -155,7 +161,7 @@ def test_redoc_is_served_inline_with_the_openapi_document():
 def test_the_openapi_document_describes_every_route():
     spec = body(invoke("DocsFunction", load_event("get_openapi")))
     assert spec["info"]["title"] == "API aggregator"
-    assert set(spec["paths"]) == {"/data", "/fetch", "/fetch/status/{job_id}"}
+    assert set(spec["paths"]) == {"/data", "/fetch", "/fetch/status/{job_id}", "/fetch/jobs"}
     assert "post" in spec["paths"]["/fetch"] and "get" in spec["paths"]["/data"]
     assert spec["paths"]["/fetch"]["post"]["security"] == [{"apiKey": []}]
     assert spec["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
@@ -293,3 +299,83 @@ def test_bad_paging_values_are_422_naming_the_field(query):
     response = invoke("ReadApiFunction", api_event("get_data", query=query))
     assert response["statusCode"] == 422
     assert body(response)["detail"][0]["loc"] == ["query", next(iter(query))]
+
+
+# Job history
+
+
+def history(**query):
+    return invoke("ReadApiFunction", api_event("get_job_history", query=query))
+
+
+def test_the_history_lists_jobs_newest_first_a_page_at_a_time(upstream):
+    made = [body(sync_fetch())["job_id"] for _ in range(3)]
+    first = invoke("ReadApiFunction", load_event("get_job_history"))
+    assert [job["job_id"] for job in body(first)] == made[:0:-1]
+    assert next_link(first) == f'</Prod/fetch/jobs?limit=2&before={made[1]}>; rel="next"'
+    last = history(limit="2", before=made[1])
+    assert ([job["job_id"] for job in body(last)], next_link(last)) == ([made[0]], None)
+    assert body(history())[0] == body(
+        invoke("ReadApiFunction", api_event("get_job_status", path_params={"job_id": made[2]}))
+    )
+
+
+def test_the_history_before_any_job_is_an_empty_list():
+    response = history()
+    assert (response["statusCode"], body(response), next_link(response)) == (200, [], None)
+
+
+def test_a_history_page_after_an_unknown_job_is_404():
+    response = history(before=UNKNOWN_JOB)
+    assert (response["statusCode"], body(response)["message"]) == (404, f"no job {UNKNOWN_JOB}")
+
+
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"before": "42"}, {"before": UNKNOWN_JOB.upper()}])
+def test_bad_history_paging_is_422_naming_the_field(query):
+    response = history(**query)
+    assert response["statusCode"] == 422
+    assert body(response)["detail"][0]["loc"] == ["query", next(iter(query))]
+
+
+# A job given up on, a full database, a deleted file
+
+
+def test_a_sync_fetch_whose_job_is_given_up_on_answers_409_and_writes_nothing(upstream, store):
+    upstream.then_respond(200, upstream.posts, delay=1.0)
+    answers = []
+    fetch = threading.Thread(target=lambda: answers.append(sync_fetch()))
+    fetch.start()
+    while not store.list_jobs():
+        time.sleep(0.01)
+    [job] = store.list_jobs()
+    given_up = store.fail_job(job.job_id, "abandoned: given up by an operator")
+    fetch.join()
+    assert (answers[0]["statusCode"], body(answers[0])) == (409, given_up.as_json())
+    assert store.count_posts() == 0
+
+
+def test_a_full_database_fails_the_sync_fetch_with_500_and_the_databases_reason(upstream, monkeypatch):
+    monkeypatch.setenv("DB_MAX_MB", "1")  # before the store is first opened, as a function's settings are
+    reset_settings()
+    assert sync_fetch()["statusCode"] == 200
+    upstream.posts = [{"userId": 1, "id": i, "title": "t", "body": "x" * 2000} for i in range(1, 1001)]
+    response = sync_fetch()
+    job = body(response)
+    assert (response["statusCode"], job["status"]) == (500, "failed")
+    assert job["error"] == "database error: database or disk is full (SQLITE_FULL; DB_MAX_MB is 1)"
+    assert open_store(settings()).count_posts() == 100
+
+
+def test_a_deleted_database_file_answers_503_and_is_not_recreated(upstream, store):
+    assert sync_fetch()["statusCode"] == 200
+    path = settings().db_path
+    os.remove(path)
+    for function, event in [
+        ("ReadApiFunction", "get_data"),
+        ("ReadApiFunction", "get_job_history"),
+        ("FetchApiFunction", "post_fetch_sync"),
+    ]:
+        response = invoke(function, load_event(event))
+        assert response["statusCode"] == 503, event
+        assert body(response)["message"].startswith("the database is unavailable: the database file is missing")
+    assert not os.path.exists(path)

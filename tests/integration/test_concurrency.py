@@ -16,7 +16,7 @@ from aggregator.config import load
 from aggregator.models import FetchMode, JobStatus
 from aggregator.store.sqlite import SqliteStore
 from local.sample_upstream import SampleUpstream, make_posts
-from tests.helpers import ROOT
+from tests.helpers import ROOT, queued_job
 
 
 def paged(upstream, page_size=10, attempts=1):
@@ -56,8 +56,8 @@ def test_two_writers_at_once_both_finish(tmp_path):
 
         def fetch(upstream):
             store = SqliteStore(path)
-            job = store.create_job(FetchMode.TASK)
-            finished.append(ingest.run_job(store, paged(upstream, 20), job.job_id, budget=25).job)
+            job = queued_job(store, FetchMode.TASK)
+            finished.append(ingest.run_job(store, paged(upstream, 20), job.job_id, budget=25, lease_seconds=60).job)
 
         threads = [threading.Thread(target=fetch, args=(u,)) for u in (first, second)]
         for thread in threads:
@@ -65,7 +65,9 @@ def test_two_writers_at_once_both_finish(tmp_path):
         for thread in threads:
             thread.join()
     assert [job.status for job in finished] == [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
-    assert SqliteStore(path).count_posts() == 600
+    # each mirrors its upstream: the one that merged last replaced the other's posts
+    assert sorted(job.deleted for job in finished) == [0, 300]
+    assert SqliteStore(path).count_posts() == 300
 
 
 KILLED_FETCH = """

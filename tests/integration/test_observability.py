@@ -27,7 +27,10 @@ def test_the_job_id_follows_a_task_fetch_from_the_api_through_the_queue_into_the
     [metrics] = emf(lines)
     names = {m["Name"] for m in metrics["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == NAMESPACE
-    assert names == {"PostsFetched", "PostsInserted", "PostsUpdated", "PostsRejected", "FetchFailures", "FetchDuration"}
+    assert names == {
+        "PostsFetched", "PostsInserted", "PostsUpdated", "PostsDeleted", "PostsRejected", "FetchFailures",
+        "FetchDuration",
+    }  # fmt: skip
     assert (metrics["PostsFetched"], metrics["PostsInserted"], metrics["FetchFailures"]) == ([100.0], [100.0], [0.0])
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from aggregator.models import FetchMode, JobStatus
 from aggregator.queue import QueueError
-from tests.helpers import invoke, load_event
+from tests.helpers import LEASE_SECONDS, invoke, load_event, queued_job
 
 
 def test_a_scheduled_event_queues_a_scheduled_fetch(sqs, store):
@@ -25,8 +25,8 @@ def test_without_a_queue_the_job_is_marked_failed_not_left_queued(store):
 
 
 def test_the_schedule_never_starts_a_fetch_on_top_of_a_running_one(sqs, store):
-    running = store.create_job(FetchMode.SYNC)
-    store.start_job(running.job_id)
+    running = queued_job(store, FetchMode.SYNC)
+    store.start_job(running.job_id, lease_seconds=LEASE_SECONDS)
     result = invoke("SchedulerFunction", load_event("schedule"))
     assert result == {"job_id": running.job_id, "outcome": "joined"}
     assert "Messages" not in sqs.client.receive_message(QueueUrl=sqs.url)

@@ -168,6 +168,11 @@ def test_fetch_jobs_flow_from_the_queue_to_the_worker_and_failures_to_the_dead_l
     assert (
         worker_props["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == queue_props["RedrivePolicy"]["maxReceiveCount"]
     )
+    # a queued job's lease lasts as long as these allow the queue and the worker to run it
+    for name, function in functions(stack).items():
+        variables = function["Environment"]["Variables"]
+        assert int(variables["WORKER_TIMEOUT"]) == worker_props["Timeout"], name
+        assert int(variables["QUEUE_VISIBILITY_TIMEOUT"]) == queue_props["VisibilityTimeout"], name
 
 
 def test_only_the_functions_that_queue_jobs_may_send_and_they_know_the_queue(stack):

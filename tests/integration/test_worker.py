@@ -2,13 +2,15 @@
 
 import copy
 import json
+import threading
+import time
 
 import pytest
 
 from aggregator import queue
 from aggregator.config import settings
 from aggregator.models import FetchMode, JobStatus
-from tests.helpers import invoke, load_event
+from tests.helpers import LEASE_SECONDS, invoke, load_event, queued_job
 
 
 def sqs_event(*records):
@@ -28,7 +30,7 @@ def failures(response):
 
 
 def test_the_committed_event_runs_its_job(upstream, store):
-    job = store.create_job(FetchMode.TASK)
+    job = queued_job(store, FetchMode.TASK)
     event = load_event("sqs_fetch_job")
     event["Records"][0]["body"] = json.dumps({"job_id": job.job_id})
     assert invoke("WorkerFunction", event) == {"batchItemFailures": []}
@@ -52,7 +54,7 @@ def test_a_job_sent_through_the_queue_is_run_by_the_worker(upstream, sqs, store)
 
 
 def test_a_redelivered_message_for_a_finished_job_changes_nothing(upstream, store):
-    job = store.create_job(FetchMode.TASK)
+    job = queued_job(store, FetchMode.TASK)
     invoke("WorkerFunction", sqs_event(record(job.job_id)))
     finished = store.get_job(job.job_id)
     requests = upstream.requests
@@ -64,14 +66,14 @@ def test_a_redelivered_message_for_a_finished_job_changes_nothing(upstream, stor
 
 
 def test_a_job_left_running_by_a_dead_worker_is_run_again(upstream, store):
-    job = store.create_job(FetchMode.TASK)
-    store.start_job(job.job_id)
+    job = queued_job(store, FetchMode.TASK)
+    store.start_job(job.job_id, lease_seconds=LEASE_SECONDS)
     assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id, receive_count=2)))) == []
     assert store.get_job(job.job_id).status == JobStatus.SUCCEEDED
 
 
 def test_an_upstream_failure_before_the_last_delivery_is_retried(upstream, store):
-    job = store.create_job(FetchMode.TASK)
+    job = queued_job(store, FetchMode.TASK)
     upstream.then_respond(503, {})
     assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id)))) == ["m-1"]
     assert store.get_job(job.job_id).status == JobStatus.RUNNING
@@ -79,7 +81,7 @@ def test_an_upstream_failure_before_the_last_delivery_is_retried(upstream, store
 
 
 def test_an_upstream_failure_on_the_last_delivery_fails_the_job(upstream, store):
-    job = store.create_job(FetchMode.TASK)
+    job = queued_job(store, FetchMode.TASK)
     upstream.then_respond(503, {})
     last = settings().max_receive_count
     assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id, receive_count=last)))) == ["m-1"]
@@ -101,14 +103,14 @@ def test_an_upstream_failure_on_the_last_delivery_fails_the_job(upstream, store)
     ],
 )
 def test_a_malformed_or_unknown_message_is_reported_alone(upstream, store, body):
-    good = store.create_job(FetchMode.TASK)
+    good = queued_job(store, FetchMode.TASK)
     event = sqs_event(record(body=body, message_id="bad"), record(good.job_id, message_id="good"))
     assert failures(invoke("WorkerFunction", event)) == ["bad"]
     assert store.get_job(good.job_id).status == JobStatus.SUCCEEDED
 
 
 def test_a_batch_in_which_one_job_fails_reports_only_that_record(upstream, store):
-    first, second, third = (store.create_job(FetchMode.TASK) for _ in range(3))
+    first, second, third = (queued_job(store, FetchMode.TASK) for _ in range(3))
     upstream.then_respond(200, [{"userId": 1, "id": 1, "title": "a", "body": "b"}])
     upstream.then_respond(500, {})
     event = sqs_event(
@@ -127,3 +129,18 @@ def test_a_batch_in_which_one_job_fails_reports_only_that_record(upstream, store
 def test_a_batch_where_every_record_fails_reports_them_all():
     event = sqs_event(record(body="x", message_id="a"), record(body="y", message_id="b"))
     assert failures(invoke("WorkerFunction", event)) == ["a", "b"]
+
+
+def test_a_delivery_whose_job_is_given_up_on_while_it_runs_writes_nothing_and_is_not_retried(upstream, store):
+    job = queued_job(store, FetchMode.TASK)
+    upstream.then_respond(200, [dict(post, title="late") for post in upstream.posts], delay=1.0)
+    answers = []
+    delivery = threading.Thread(target=lambda: answers.append(invoke("WorkerFunction", sqs_event(record(job.job_id)))))
+    delivery.start()
+    while store.get_job(job.job_id).status != JobStatus.RUNNING:
+        time.sleep(0.01)
+    given_up = store.fail_job(job.job_id, "abandoned: given up by an operator")
+    delivery.join()
+    assert failures(answers[0]) == []
+    assert store.get_job(job.job_id) == given_up
+    assert store.count_posts() == 0

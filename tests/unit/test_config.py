@@ -10,6 +10,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.queue_url == ""
     assert settings.aws_endpoint_url is None
     assert settings.max_receive_count == 3
+    assert (settings.worker_timeout, settings.queue_visibility_timeout, settings.db_max_mb) == (60, 360, 1024)
 
 
 def test_values_come_from_the_environment():
@@ -66,6 +67,9 @@ def test_an_empty_endpoint_means_the_real_aws():
         ("UPSTREAM_ATTEMPTS", "2.5", "whole number"),
         ("UPSTREAM_ATTEMPTS", "0", "between"),
         ("MAX_RECEIVE_COUNT", "three", "whole number"),
+        ("WORKER_TIMEOUT", "0", "between"),
+        ("QUEUE_VISIBILITY_TIMEOUT", "-5", "between"),
+        ("DB_MAX_MB", "0.5", "whole number"),
     ],
 )
 def test_a_malformed_setting_is_named_in_the_error(name, value, says):

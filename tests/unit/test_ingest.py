@@ -1,4 +1,5 @@
 import json
+import threading
 import time
 from dataclasses import replace
 
@@ -14,7 +15,9 @@ from aggregator.ingest import (
     parse_posts,
     run_job,
 )
-from aggregator.models import FetchMode, JobStatus
+from aggregator.models import JobStatus
+from aggregator.store.sqlite import SqliteStore
+from tests.helpers import LEASE_SECONDS, queued_job
 from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
 
 SUCCEEDED, FAILED = JobStatus.SUCCEEDED, JobStatus.FAILED
@@ -49,7 +52,8 @@ def post(i, **changes):
 )
 def test_a_record_that_does_not_fit_is_rejected_with_its_reason(record, reason):
     tally = Tally()
-    assert list(parse_posts([post(7), record], tally)) == [(7, 1, "t7", "b7")]
+    items = list(parse_posts([post(7), record], tally))
+    assert items[0] == (7, 1, "t7", "b7") and all(type(item) is int for item in items[1:])
     assert tally.rejected == 1
     assert reason in tally.reasons[0]
     assert tally.reasons[0].startswith("record 2:")
@@ -60,6 +64,14 @@ def test_extra_fields_are_ignored_and_the_last_duplicate_wins(db, settings, upst
     job = fetch_now(db, settings, seconds_left=30).job
     assert [(p.id, p.title) for p in db.list_posts()] == [(1, "second"), (2, "t2")]
     assert (job.fetched, job.inserted, job.rejected) == (3, 2, 0)
+
+
+def test_a_rejected_record_keeps_its_post_by_id_and_one_without_a_readable_id_makes_the_fetch_incomplete():
+    tally = Tally()
+    assert list(parse_posts([post(1, title=None), post(3)], tally)) == [1, (3, 1, "t3", "b3")]
+    assert tally.end().complete
+    list(parse_posts([post(2, id="2")], tally))
+    assert (tally.rejected, tally.unidentified, tally.end().complete) == (2, 1, False)
 
 
 def test_only_the_first_reasons_are_kept_but_every_rejection_is_counted():
@@ -134,18 +146,21 @@ def test_a_timeout_is_reported_as_one(db, settings, upstream):
 
 
 def test_a_failure_before_the_last_attempt_leaves_the_job_running_for_a_retry(db, settings, upstream):
-    job = db.create_job(FetchMode.TASK)
+    job = queued_job(db)
     upstream.then_respond(502, {})
     with pytest.raises(RetryLater, match="HTTP 502"):
-        run_job(db, settings, job.job_id, budget=10, last_attempt=False)
+        run_job(db, settings, job.job_id, budget=10, lease_seconds=LEASE_SECONDS, last_attempt=False)
     assert db.get_job(job.job_id).status == JobStatus.RUNNING
-    assert run_job(db, settings, job.job_id, budget=10, last_attempt=False).job.status == SUCCEEDED
+    assert (
+        run_job(db, settings, job.job_id, budget=10, lease_seconds=LEASE_SECONDS, last_attempt=False).job.status
+        == SUCCEEDED
+    )
 
 
 def test_a_finished_job_is_returned_untouched(db, settings, upstream):
     job = fetch_now(db, settings, seconds_left=30).job
     requests_before = upstream.requests
-    assert run_job(db, settings, job.job_id, budget=10).job == job
+    assert run_job(db, settings, job.job_id, budget=10, lease_seconds=LEASE_SECONDS).job == job
     assert upstream.requests == requests_before
 
 
@@ -226,3 +241,83 @@ def test_the_job_error_and_the_logs_never_carry_credentials_of_the_url(db, upstr
     logs = json.dumps(log_lines())
     assert "fetch failed" in logs and "api_key=***" in logs
     assert "s3cret" not in logs and "k3y" not in logs
+
+
+def paged(upstream, page_size=10):
+    return load({"UPSTREAM_URL": f"{upstream.url}?_page=1&_limit={page_size}", "UPSTREAM_ATTEMPTS": "1"})
+
+
+def in_a_thread(action):
+    thread = threading.Thread(target=action)
+    thread.start()
+    return thread
+
+
+def test_a_post_gone_upstream_is_deleted_and_counted(db, settings, upstream):
+    fetch_now(db, settings, seconds_left=30)
+    del upstream.posts[10:13]
+    job = fetch_now(db, settings, seconds_left=30).job
+    assert (job.status, job.deleted, job.unchanged) == (SUCCEEDED, 3, 97)
+    assert [p.id for p in db.list_posts()][9:12] == [10, 14, 15]
+
+
+def test_a_post_whose_record_turns_invalid_is_kept_as_it_was(db, settings, upstream):
+    fetch_now(db, settings, seconds_left=30)
+    upstream.posts[0]["title"] = None
+    job = fetch_now(db, settings, seconds_left=30).job
+    assert (job.rejected, job.deleted) == (1, 0)
+    assert db.list_posts()[0].title == "post 1 title"
+
+
+def test_a_record_without_a_readable_id_stops_every_deletion(db, settings, upstream):
+    fetch_now(db, settings, seconds_left=30)
+    upstream.posts[0]["id"] = "one"  # this may be post 1, which then only seems gone
+    del upstream.posts[50:]
+    job = fetch_now(db, settings, seconds_left=30).job
+    assert (job.status, job.rejected, job.deleted) == (SUCCEEDED, 1, 0)
+    assert db.count_posts() == 100
+
+
+def test_a_failed_fetch_deletes_nothing(db, upstream):
+    settings = paged(upstream, 40)
+    fetch_now(db, settings, seconds_left=30)
+    upstream.then_respond(200, [post(1)], {"Link": f'<{upstream.url}?_page=2&_limit=40>; rel="next"'})
+    upstream.then_respond(500, {})
+    assert fetch_now(db, settings, seconds_left=30).job.status == FAILED
+    assert db.count_posts() == 100
+
+
+def test_progress_is_written_as_pages_arrive(db, db_path, upstream):
+    upstream.delay = 0.15
+    seen = set()
+    fetch = in_a_thread(lambda: fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=30))
+    watcher = SqliteStore(db_path)
+    while fetch.is_alive():
+        seen |= {(j.status, j.fetched, j.pages) for j in watcher.list_jobs()}
+        time.sleep(0.02)
+    fetch.join()
+    [job] = watcher.list_jobs()
+    assert (job.fetched, job.pages) == (100, 10)
+    during = {(fetched, pages) for status, fetched, pages in seen if status == JobStatus.RUNNING}
+    assert any(0 < fetched < 100 and 0 < pages < 10 for fetched, pages in during), during
+    assert all(fetched == 10 * pages for fetched, pages in during)
+
+
+def test_a_job_given_up_on_while_it_fetches_stops_and_writes_nothing(db, db_path, upstream):
+    fetch_now(db, paged(upstream), seconds_left=30)
+    for record in upstream.posts:
+        record["title"] = "late"
+    upstream.delay = 0.15
+    results = []
+    fetch = in_a_thread(lambda: results.append(fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=29)))
+    other = SqliteStore(db_path)
+    deadline = time.monotonic() + 10
+    while not any(j.status == JobStatus.RUNNING for j in other.list_jobs()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    [running] = [j for j in other.list_jobs() if j.status == JobStatus.RUNNING]
+    given_up = other.fail_job(running.job_id, "abandoned: given up by a test")
+    fetch.join()
+    assert results[0].given_up and results[0].job == given_up
+    assert upstream.requests < 20  # it stopped at its next progress write, not after every page
+    assert {p.title for p in db.list_posts()} == {f"post {i} title" for i in range(1, 101)}

@@ -1,17 +1,32 @@
 import json
+import os
 import sqlite3
+import time
 
 import pytest
 
-from aggregator.models import FetchMode, JobCounts, JobStatus, Post
-from aggregator.store import Merge, UnknownJob, fill_page, json_string_bytes
-from aggregator.store.sqlite import SqliteStore
+from aggregator.models import ClaimOutcome, FetchMode, JobStatus, Post
+from aggregator.store import (
+    LeaseLost,
+    Progress,
+    StoreError,
+    StoreUnavailable,
+    UnknownJob,
+    fill_page,
+    json_string_bytes,
+)
+from aggregator.store.sqlite import ABANDONED_QUEUED, ABANDONED_SYNC, MARKER_SUFFIX, SqliteStore
+from tests.helpers import LEASE_SECONDS, fetch_end, merge, queued_job, running_job
 
 UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
 
 
 def rows(*ids, title="t"):
     return [(i, 1 + i % 3, f"{title} {i}", f"body {i}") for i in ids]
+
+
+def counts(job):
+    return job.inserted, job.updated, job.unchanged, job.deleted
 
 
 def test_the_schema_is_created_on_first_use_in_a_new_folder(tmp_path):
@@ -27,25 +42,45 @@ def test_the_file_uses_a_rollback_journal_not_wal(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
+def test_a_database_made_by_the_first_schema_gains_the_new_job_columns(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, mode TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT"
+        " NOT NULL, started_at TEXT, finished_at TEXT, fetched INTEGER NOT NULL DEFAULT 0, inserted INTEGER NOT"
+        " NULL DEFAULT 0, updated INTEGER NOT NULL DEFAULT 0, unchanged INTEGER NOT NULL DEFAULT 0, rejected"
+        " INTEGER NOT NULL DEFAULT 0, error TEXT);"
+        "INSERT INTO jobs (job_id, mode, status, created_at) VALUES"
+        " ('0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10', 'task', 'succeeded', '2024-01-01T00:00:00.000Z');"
+    )
+    old.close()
+    store = SqliteStore(str(path))
+    [job] = store.list_jobs()
+    assert (job.pages, job.deleted, job.status) == (0, 0, JobStatus.SUCCEEDED)
+    assert merge(store, [rows(1)]).inserted == 1
+
+
 def test_new_posts_are_inserted_and_counted(db):
-    assert db.upsert_posts([rows(1, 2), rows(3)]) == Merge(staged=3, inserted=3, updated=0)
+    job = merge(db, [rows(1, 2), rows(3)])
+    assert (job.status, job.fetched, job.pages, counts(job)) == (JobStatus.SUCCEEDED, 3, 2, (3, 0, 0, 0))
     assert [p.id for p in db.list_posts()] == [1, 2, 3]
 
 
 def test_unchanged_posts_are_not_written_again(db):
-    db.upsert_posts([rows(1, 2, 3)])
-    assert db.upsert_posts([rows(1, 2, 3)]) == Merge(staged=3, inserted=0, updated=0)
+    merge(db, [rows(1, 2, 3)])
+    assert counts(merge(db, [rows(1, 2, 3)])) == (0, 0, 3, 0)
 
 
 def test_a_changed_post_is_updated_in_place(db):
-    db.upsert_posts([rows(1, 2)])
-    assert db.upsert_posts([rows(1, title="new") + rows(2)]) == Merge(staged=2, inserted=0, updated=1)
+    merge(db, [rows(1, 2)])
+    assert counts(merge(db, [rows(1, title="new") + rows(2)])) == (0, 1, 1, 0)
     assert db.list_posts()[0].title == "new 1"
     assert db.count_posts() == 2
 
 
 def test_an_error_while_reading_pages_writes_nothing(db):
-    db.upsert_posts([rows(1)])
+    merge(db, [rows(1)])
+    lease = running_job(db)
 
     def pages():
         yield rows(2, 3)
@@ -53,12 +88,13 @@ def test_an_error_while_reading_pages_writes_nothing(db):
         raise RuntimeError("upstream broke on page 3")
 
     with pytest.raises(RuntimeError):
-        db.upsert_posts(pages())
+        db.merge_fetch(lease, pages(), lambda: fetch_end([]))
     assert db.list_posts() == [Post(id=1, user_id=2, title="t 1", body="body 1")]
+    assert db.get_job(lease.job.job_id).status == JobStatus.RUNNING
 
 
 def test_a_post_repeated_across_pages_is_stored_once_with_its_last_version(db):
-    assert db.upsert_posts([rows(1, 2), rows(2, 3, title="again")]) == Merge(staged=3, inserted=3, updated=0)
+    assert counts(merge(db, [rows(1, 2), rows(2, 3, title="again")])) == (3, 0, 0, 0)
     assert [p.title for p in db.list_posts()] == ["t 1", "again 2", "again 3"]
 
 
@@ -67,16 +103,17 @@ def test_staging_a_fetch_holds_no_lock_on_the_shared_file(db, db_path):
 
     def pages():
         yield rows(1, 2)
-        other.upsert_posts([rows(7)])  # another writer commits while this fetch is still reading pages
+        merge(other, [rows(1, 2, 7)])  # another writer commits while this fetch is still reading pages
         yield rows(3)
 
-    assert db.upsert_posts(pages()).inserted == 3
+    lease = running_job(db)
+    assert db.merge_fetch(lease, pages(), lambda: fetch_end([[], []], complete=False)).inserted == 1
     assert [p.id for p in db.list_posts()] == [1, 2, 3, 7]
     other.close()
 
 
 def test_posts_are_listed_by_id_and_filtered_by_user(db):
-    db.upsert_posts([rows(5, 3, 1, 4, 2)])
+    merge(db, [rows(5, 3, 1, 4, 2)])
     assert [p.id for p in db.list_posts()] == [1, 2, 3, 4, 5]
     assert [p.id for p in db.list_posts(user_id=2)] == [1, 4]
     assert db.list_posts(user_id=99) == []
@@ -84,37 +121,62 @@ def test_posts_are_listed_by_id_and_filtered_by_user(db):
 
 def test_hostile_text_is_stored_exactly_as_sent(db):
     text = 'Robert\'); DROP TABLE posts;-- "quoted" \n\t ünïcødé 🙂 \x00 end'
-    db.upsert_posts([[(1, 1, text, text * 1000)]])
+    merge(db, [[(1, 1, text, text * 1000)]])
     post = db.list_posts()[0]
     assert (post.title, post.body) == (text, text * 1000)
 
 
+# Deletions upstream: the store mirrors a complete fetch
+
+
+def test_a_complete_fetch_deletes_the_posts_it_no_longer_lists(db):
+    merge(db, [rows(1, 2, 3, 4)])
+    job = merge(db, [rows(1), rows(3)])
+    assert counts(job) == (0, 0, 2, 2)
+    assert [p.id for p in db.list_posts()] == [1, 3]
+
+
+def test_a_post_whose_record_was_rejected_is_kept_as_it_was(db):
+    merge(db, [rows(1, 2, 3)])
+    job = merge(db, [[*rows(1), 2], rows(3)])  # 2: the id of a record rejected for its other fields
+    assert job.deleted == 0
+    assert [(p.id, p.title) for p in db.list_posts()] == [(1, "t 1"), (2, "t 2"), (3, "t 3")]
+
+
+def test_an_incomplete_fetch_deletes_nothing(db):
+    merge(db, [rows(1, 2, 3)])
+    job = merge(db, [rows(1)], complete=False)
+    assert job.deleted == 0 and db.count_posts() == 3
+
+
+def test_an_empty_complete_fetch_empties_the_store(db):
+    merge(db, [rows(1, 2)])
+    assert merge(db, [[]]).deleted == 2
+    assert db.count_posts() == 0
+
+
+# Jobs: forward only, leased, fenced
+
+
 def test_a_job_moves_forward_only(db):
-    job = db.create_job(FetchMode.TASK)
+    job = queued_job(db)
     assert job.status == JobStatus.QUEUED
     assert job.created_at.endswith("Z")
-    assert db.start_job(job.job_id).status == JobStatus.RUNNING
-    done = db.finish_job(job.job_id, JobStatus.SUCCEEDED, JobCounts(fetched=3, inserted=3), None)
+    lease = db.start_job(job.job_id, lease_seconds=LEASE_SECONDS)
+    assert lease.job.status == JobStatus.RUNNING
+    done = merge(db, [rows(1, 2, 3)], lease=lease)
     assert (done.status, done.fetched, done.inserted) == (JobStatus.SUCCEEDED, 3, 3)
-    assert db.start_job(job.job_id) is None
-    again = db.finish_job(job.job_id, JobStatus.FAILED, JobCounts(), "late failure")
-    assert again == done
+    assert db.start_job(job.job_id, lease_seconds=LEASE_SECONDS) is None
+    assert db.reissue_lease(job.job_id, lease_seconds=LEASE_SECONDS) is None
+    assert db.fail_job(job.job_id, "late failure") == done
     assert db.get_job(job.job_id) == done
 
 
-def test_a_job_cannot_be_finished_as_queued_or_running(db):
-    job = db.create_job(FetchMode.TASK)
-    for status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        with pytest.raises(ValueError, match="succeeded or failed"):
-            db.finish_job(job.job_id, status, JobCounts(), None)
-    assert db.get_job(job.job_id) == job
-
-
-def test_an_unknown_job_is_none_and_cannot_be_finished(db):
+def test_an_unknown_job_is_none_and_cannot_be_failed(db):
     assert db.get_job(UNKNOWN_JOB) is None
-    assert db.start_job(UNKNOWN_JOB) is None
+    assert db.start_job(UNKNOWN_JOB, lease_seconds=LEASE_SECONDS) is None
     with pytest.raises(UnknownJob):
-        db.finish_job(UNKNOWN_JOB, JobStatus.FAILED, JobCounts(), "no such job")
+        db.fail_job(UNKNOWN_JOB, "no such job")
     assert db.list_jobs() == []
 
 
@@ -123,7 +185,7 @@ HOSTILE = ['"quoted"', "back\\slash", "new\nline \t tab \x01 \x1f \x7f", "é ü 
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_a_posts_size_is_counted_as_a_lambda_answer_carries_it(db, text):
-    db.upsert_posts([[(1, 1, text, text * 3)]])
+    merge(db, [[(1, 1, text, text * 3)]])
     page = db.page_of_posts_json(user_id=None, after_id=0, limit=10, max_bytes=10**6)
     in_answer = json.dumps({"body": page.json}, ensure_ascii=False).encode()  # as the runtime sends it
     assert json_string_bytes(page.json) == len(in_answer) - len(b'{"body": ""}')
@@ -131,7 +193,7 @@ def test_a_posts_size_is_counted_as_a_lambda_answer_carries_it(db, text):
 
 
 def test_a_page_stops_before_the_post_that_would_pass_the_budget_and_says_more_follow(db):
-    db.upsert_posts([[(i, 1, "t", '"' * 1000) for i in range(1, 11)]])
+    merge(db, [[(i, 1, "t", '"' * 1000) for i in range(1, 11)]])
     one = json_string_bytes(db.page_of_posts_json(user_id=None, after_id=0, limit=1, max_bytes=10**6).json) - 2
     page = db.page_of_posts_json(user_id=None, after_id=0, limit=10, max_bytes=2 + 3 * (one + 1))
     assert (page.post_count, page.last_id, page.more) == (3, 3, True)
@@ -139,13 +201,13 @@ def test_a_page_stops_before_the_post_that_would_pass_the_budget_and_says_more_f
 
 
 def test_the_first_post_stays_even_past_the_budget(db):
-    db.upsert_posts([[(1, 1, "t", "x" * 5000), (2, 1, "t", "y")]])
+    merge(db, [[(1, 1, "t", "x" * 5000), (2, 1, "t", "y")]])
     page = db.page_of_posts_json(user_id=None, after_id=0, limit=10, max_bytes=100)
     assert (page.post_count, page.last_id, page.more) == (1, 1, True)
 
 
 def test_a_full_page_says_whether_more_follow(db):
-    db.upsert_posts([rows(1, 2, 3, 4)])
+    merge(db, [rows(1, 2, 3, 4)])
     assert db.page_of_posts_json(user_id=None, after_id=0, limit=4, max_bytes=10**6).more is False
     assert db.page_of_posts_json(user_id=None, after_id=0, limit=3, max_bytes=10**6).more is True
     assert db.page_of_posts_json(user_id=2, after_id=0, limit=1, max_bytes=10**6).more is True  # posts 1 and 4
@@ -161,3 +223,179 @@ def test_a_cut_page_reads_no_further_than_one_post_past_it():
 
     assert fill_page(posts(), limit=1000, max_bytes=1000)[1:] == (9, True)
     assert taken == list(range(1, 11))
+
+
+def test_a_job_given_up_on_never_writes(db):
+    merge(db, [rows(1, 2)])
+    lease = running_job(db, FetchMode.SYNC)
+    db.fail_job(lease.job.job_id, "abandoned: given up")
+    with pytest.raises(LeaseLost) as lost:
+        merge(db, [rows(1, title="late"), rows(2, 9)], lease=lease)
+    assert (lost.value.job.status, lost.value.job.error) == (JobStatus.FAILED, "abandoned: given up")
+    assert [(p.id, p.title) for p in db.list_posts()] == [(1, "t 1"), (2, "t 2")]
+    with pytest.raises(LeaseLost):
+        db.record_progress(lease, Progress(fetched=5, pages=1))
+    assert db.fail_job(lease.job.job_id, "late failure", lease=lease).error == "abandoned: given up"
+
+
+def test_a_run_replaced_by_a_newer_one_never_writes(db):
+    first = running_job(db)
+    second = db.start_job(first.job.job_id, lease_seconds=LEASE_SECONDS)  # a redelivery: the first run is gone
+    with pytest.raises(LeaseLost):
+        merge(db, [rows(1)], lease=first)
+    assert db.fail_job(first.job.job_id, "first run failed", lease=first).status == JobStatus.RUNNING
+    assert merge(db, [rows(2)], lease=second).status == JobStatus.SUCCEEDED
+    assert [p.id for p in db.list_posts()] == [2]
+
+
+def test_a_reissued_lease_revokes_the_runs_before_it(db):
+    lease = running_job(db)
+    assert db.reissue_lease(lease.job.job_id, lease_seconds=LEASE_SECONDS).status == JobStatus.RUNNING
+    with pytest.raises(LeaseLost):
+        merge(db, [rows(1)], lease=lease)
+    assert db.start_job(lease.job.job_id, lease_seconds=LEASE_SECONDS) is not None
+
+
+def test_progress_is_written_while_the_lease_holds_and_starts_again_at_zero(db):
+    lease = running_job(db)
+    db.record_progress(lease, Progress(fetched=40, pages=2))
+    assert (db.get_job(lease.job.job_id).fetched, db.get_job(lease.job.job_id).pages) == (40, 2)
+    again = db.start_job(lease.job.job_id, lease_seconds=LEASE_SECONDS)
+    assert (again.job.fetched, again.job.pages) == (0, 0)
+
+
+def claim(db, mode=FetchMode.TASK, lease_seconds=LEASE_SECONDS, keep_jobs=1000):
+    return db.claim_job(mode, fresh_for=0, lease_seconds=lease_seconds, keep_jobs=keep_jobs)
+
+
+@pytest.mark.parametrize(("mode", "reason"), [(FetchMode.SYNC, ABANDONED_SYNC), (FetchMode.TASK, ABANDONED_QUEUED)])
+def test_a_claim_gives_up_a_job_whose_lease_has_ended(db, mode, reason):
+    ended = claim(db, mode, lease_seconds=-1).job
+    started = claim(db)
+    assert started.outcome == ClaimOutcome.STARTED
+    assert (db.get_job(ended.job_id).status, db.get_job(ended.job_id).error) == (JobStatus.FAILED, reason)
+
+
+def test_a_claim_joins_a_job_whose_lease_holds(db):
+    leased = claim(db, lease_seconds=30).job
+    assert claim(db).job.job_id == leased.job_id
+    assert db.get_job(leased.job_id).status == JobStatus.QUEUED
+
+
+def test_a_job_from_before_leases_is_given_up_at_the_first_claim(db, db_path):
+    job = queued_job(db)
+    sqlite3.connect(db_path, isolation_level=None).execute("UPDATE jobs SET lease_expires_at = NULL")
+    assert claim(db).outcome == ClaimOutcome.STARTED
+    assert db.get_job(job.job_id).status == JobStatus.FAILED
+
+
+# History
+
+
+def finished_jobs(db, count):
+    for _ in range(count):
+        merge(db, [[]])
+    return list(reversed(db.list_jobs()))
+
+
+def test_the_history_pages_from_the_newest_job_to_the_oldest(db):
+    newest_first = finished_jobs(db, 5)
+    first = db.page_of_jobs(before=None, limit=2)
+    assert (first.jobs, first.more) == (newest_first[:2], True)
+    second = db.page_of_jobs(before=first.jobs[-1].job_id, limit=2)
+    assert (second.jobs, second.more) == (newest_first[2:4], True)
+    last = db.page_of_jobs(before=second.jobs[-1].job_id, limit=2)
+    assert (last.jobs, last.more) == (newest_first[4:], False)
+    with pytest.raises(UnknownJob):
+        db.page_of_jobs(before=UNKNOWN_JOB, limit=2)
+
+
+def test_jobs_created_in_the_same_millisecond_page_without_loss(db, db_path):
+    finished_jobs(db, 4)
+    sqlite3.connect(db_path, isolation_level=None).execute("UPDATE jobs SET created_at = '2024-01-01T00:00:00.000Z'")
+    seen, before = [], None
+    while True:
+        page = db.page_of_jobs(before=before, limit=1)
+        seen += page.jobs
+        if not page.more:
+            break
+        before = page.jobs[-1].job_id
+    assert sorted(j.job_id for j in seen) == sorted(j.job_id for j in db.list_jobs()) and len(seen) == 4
+
+
+def test_a_new_job_deletes_the_finished_jobs_past_the_newest_kept(db):
+    in_progress = queued_job(db, lease_seconds=3600)
+    older = finished_jobs(db, 4)
+    new = db.claim_job(FetchMode.TASK, fresh_for=0, lease_seconds=60, keep_jobs=3)
+    assert new.outcome == ClaimOutcome.JOINED  # a job in progress is never deleted, and blocks a new one
+    db.fail_job(in_progress.job_id, "done")
+    started = db.claim_job(FetchMode.TASK, fresh_for=0, lease_seconds=60, keep_jobs=3).job
+    assert [j.job_id for j in reversed(db.list_jobs())] == [started.job_id, *[j.job_id for j in older[:2]]]
+
+
+# Errors tell the truth
+
+
+def test_a_full_database_fails_with_its_own_error_and_keeps_what_it_had(db_path):
+    db = SqliteStore(db_path, max_mb=1)
+    merge(db, [rows(1, 2)])
+    lease = running_job(db)
+    big = [[(i, 1, f"title {i}", "x" * 2000) for i in range(start, start + 100)] for start in range(10, 1000, 100)]
+    with pytest.raises(StoreError, match=r"database or disk is full \(SQLITE_FULL; DB_MAX_MB is 1\)") as error:
+        merge(db, big, lease=lease)
+    assert "cannot rollback" not in str(error.value)
+    assert [p.id for p in db.list_posts()] == [1, 2]
+    assert os.path.getsize(db_path) <= 2**20
+    failed = db.fail_job(lease.job.job_id, str(error.value), lease=lease)
+    assert failed.status == JobStatus.FAILED and "SQLITE_FULL" in failed.error
+    assert merge(db, [rows(1, 2, 3)]).inserted == 1  # the store works on after the failure
+
+
+# The file: deleted or replaced under an open store
+
+
+def test_a_deleted_file_is_an_error_and_is_never_recreated_empty(db, db_path):
+    merge(db, [rows(1, 2)])
+    os.remove(db_path)
+    with pytest.raises(StoreUnavailable, match="database file is missing"):
+        db.list_posts()
+    with pytest.raises(StoreUnavailable, match="database file is missing"):
+        SqliteStore(db_path)  # a new process refuses as well
+    assert not os.path.exists(db_path)
+
+
+def test_a_file_moved_away_and_back_is_read_again(db, db_path):
+    merge(db, [rows(1, 2)])
+    os.rename(db_path, db_path + ".away")
+    with pytest.raises(StoreUnavailable):
+        db.count_posts()
+    os.rename(db_path + ".away", db_path)
+    assert db.count_posts() == 2
+
+
+def test_a_replaced_file_is_opened_anew(db, db_path, tmp_path):
+    merge(db, [rows(1, 2)])
+    other = str(tmp_path / "other.db")
+    replacement = SqliteStore(other)
+    merge(replacement, [rows(7, 8, 9)])
+    replacement.close()
+    os.replace(other, db_path)
+    assert [p.id for p in db.list_posts()] == [7, 8, 9]
+    assert merge(db, [rows(7, 8, 9, 10)]).inserted == 1
+    assert [p.id for p in SqliteStore(db_path).list_posts()] == [7, 8, 9, 10]
+
+
+def test_deleting_the_marker_too_starts_an_empty_database(db, db_path):
+    merge(db, [rows(1, 2)])
+    os.remove(db_path)
+    os.remove(db_path + MARKER_SUFFIX)
+    assert db.count_posts() == 0
+    assert os.path.exists(db_path + MARKER_SUFFIX)
+
+
+def test_a_lease_holds_for_its_seconds_then_ends(db):
+    leased = claim(db, lease_seconds=0.5).job
+    assert claim(db).outcome == ClaimOutcome.JOINED
+    time.sleep(0.6)
+    assert claim(db).outcome == ClaimOutcome.STARTED
+    assert db.get_job(leased.job_id).error == ABANDONED_QUEUED

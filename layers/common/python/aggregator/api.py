@@ -27,12 +27,13 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from aggregator.models import ErrorBody
 from aggregator.observability import logger
+from aggregator.store import StoreUnavailable
 
 ProxyResult = dict[str, Any]
 POSTS_TAG, JOBS_TAG = "posts", "jobs"  # the API's resources: each operation is tagged with its own
 TAGS = [
     {"name": POSTS_TAG, "description": "The posts fetched from the upstream and stored"},
-    {"name": JOBS_TAG, "description": "Fetch jobs: start one, and read its record"},
+    {"name": JOBS_TAG, "description": "Fetch jobs: start one, read its record, list the recent ones"},
 ]
 STRING_MAPS = ("headers", "queryStringParameters", "pathParameters", "stageVariables")
 LIST_MAPS = ("multiValueHeaders", "multiValueQueryStringParameters")
@@ -61,10 +62,21 @@ INVALID_INPUT_EXAMPLE = {
         {"loc": ["query", "user_id"], "type": "int_parsing", "msg": "Input should be plain decimal digits"},
     ],
 }
+STORE_UNAVAILABLE = "the database is unavailable"
+STORE_UNAVAILABLE_EXAMPLE = {
+    "statusCode": 503,
+    "message": (
+        f"{STORE_UNAVAILABLE}: the database file is missing, though a database was created there "
+        "(DB_PATH.created says so); restore the file, or delete DB_PATH.created to start with an empty database"
+    ),
+}
 ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
     422: error_response(
         "Invalid input: a malformed value, an unknown or repeated query parameter; `detail` has one item per fault",
         INVALID_INPUT_EXAMPLE,
+    ),
+    503: error_response(
+        "The database is unavailable: its file is missing, and is never recreated empty", STORE_UNAVAILABLE_EXAMPLE
     ),
 }
 
@@ -95,6 +107,7 @@ def resolver(*routers: Router) -> APIGatewayRestResolver:
         app.include_router(router)
     app.use([_strict_query])
     app.exception_handler(RequestValidationError)(lambda exc: _invalid_request(app, exc))
+    app.exception_handler(StoreUnavailable)(_store_unavailable)
     return app
 
 
@@ -195,6 +208,11 @@ def error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
         content_type=content_types.APPLICATION_JSON,
         body={"statusCode": status, "message": message, **extra},
     )
+
+
+def _store_unavailable(exc: StoreUnavailable) -> Response[dict[str, Any]]:
+    logger.error(STORE_UNAVAILABLE, extra={"reason": str(exc)})
+    return error(503, f"{STORE_UNAVAILABLE}: {exc}")
 
 
 def _strict_query(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:

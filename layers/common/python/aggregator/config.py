@@ -36,6 +36,9 @@ class Settings:
     max_receive_count: int
     min_fetch_interval: float
     memory_mb: int  # the function's memory, which Lambda sets in AWS_LAMBDA_FUNCTION_MEMORY_SIZE
+    worker_timeout: float  # the worker function's timeout: the longest one delivery of a job runs
+    queue_visibility_timeout: float  # the longest from one delivery of a job's message to the next
+    db_max_mb: int  # the most the database file may grow to; 0: as far as the disk allows
     sync_fetch_budget: float = SYNC_FETCH_BUDGET
 
     @property
@@ -57,6 +60,9 @@ def load(env: Mapping[str, str] = os.environ) -> Settings:
         memory_mb=int(
             _number(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", DEFAULT_MEMORY_MB, low=128, high=10240, whole=True)
         ),
+        worker_timeout=_number(env, "WORKER_TIMEOUT", 60.0, low=1.0, high=900.0),
+        queue_visibility_timeout=_number(env, "QUEUE_VISIBILITY_TIMEOUT", 360.0, low=0.0, high=43200.0),
+        db_max_mb=int(_number(env, "DB_MAX_MB", 1024, low=0, high=16 * 2**20, whole=True)),
     )
 
 

@@ -15,7 +15,7 @@ def _job(mode: FetchMode, status: JobStatus, **fields: Any) -> dict[str, Any]:
 
 
 SUCCEEDED = _job(
-    FetchMode.SYNC, JobStatus.SUCCEEDED, started_at=STARTED, finished_at=FINISHED, fetched=100, inserted=100
+    FetchMode.SYNC, JobStatus.SUCCEEDED, started_at=STARTED, finished_at=FINISHED, fetched=100, pages=1, inserted=100
 )
 QUEUED = _job(FetchMode.TASK, JobStatus.QUEUED)
 RUNNING = _job(FetchMode.TASK, JobStatus.RUNNING, started_at=STARTED)
@@ -32,6 +32,36 @@ def examples(**named: dict[str, Any]) -> dict[str, Any]:
     return {name: {"value": value} for name, value in named.items()}
 
 
+GIVEN_UP = _job(
+    FetchMode.SYNC,
+    JobStatus.FAILED,
+    started_at=STARTED,
+    finished_at=FINISHED,
+    fetched=40,
+    pages=4,
+    error="abandoned: the request running it ended before it finished",
+)
+STORE_FAILED = _job(
+    FetchMode.SYNC,
+    JobStatus.FAILED,
+    started_at=STARTED,
+    finished_at=FINISHED,
+    fetched=100,
+    pages=1,
+    error="database error: database or disk is full (SQLITE_FULL; DB_MAX_MB is 1024)",
+)
+HISTORY_EXAMPLE = [  # the newest first: a scheduled job fetching its fourth page, then the sync job before it
+    Job(
+        job_id="5f0c7d2e-9b1a-4e3c-8d6f-2a4b6c8e0f13",
+        mode=FetchMode.SCHEDULED,
+        status=JobStatus.RUNNING,
+        created_at="2026-11-28T13:00:00.000Z",
+        started_at="2026-11-28T13:00:00.021Z",
+        fetched=30,
+        pages=3,
+    ).as_json(),
+    SUCCEEDED,
+]
 JOB_EXAMPLES = examples(succeeded=SUCCEEDED, queued=QUEUED, running=RUNNING, failed=FAILED)
 PAGE_EXAMPLE = [
     {"id": 1, "user_id": 1, "title": "post 1 title", "body": "The first post's body."},

@@ -1,25 +1,27 @@
-"""One fetch: upstream -> store, with the job's transitions and counts."""
+"""One fetch: upstream -> store, with the job's transitions, counts and progress."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeGuard, cast
 
 from aggregator import jobs, upstream
 from aggregator.config import Settings
-from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job, JobCounts, JobStatus
+from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job
 from aggregator.observability import logger
 from aggregator.scrub import scrub
-from aggregator.store import PostRow, Store, UnknownJob
+from aggregator.store import FetchEnd, Lease, LeaseLost, PageItem, PostRow, Progress, Store, StoreError, UnknownJob
 
 POST_FIELDS = (("id", int), ("userId", int), ("title", str), ("body", str))
 MAX_REASONS = 3
 MAX_POST_CHARS = 500_000  # title + body; any post must fit in one page of GET /data
 BATCH_ROWS = 1000  # rows handed to the store at a time: bounded memory, and the store works in bulk
 FINISH_MARGIN_SECONDS = 4.0  # what an invocation keeps, after its fetch, to record the outcome
+PROGRESS_EVERY_SECONDS = 1.0  # a running job's progress is written at most this often: one writer at a time
 
 
 class RetryLater(Exception):
@@ -33,12 +35,16 @@ class FetchResult:
     job: Job
     outcome: ClaimOutcome = ClaimOutcome.STARTED
     timed_out: bool = False
+    given_up: bool = False  # the job was given up on before its fetch ended: nothing of it was written
+    store_failed: bool = False  # the store, not the upstream, failed the fetch
 
 
 @dataclass
 class Tally:
     fetched: int = 0
+    pages: int = 0
     rejected: int = 0
+    unidentified: int = 0  # rejected records whose id could not be read
     reasons: list[str] = field(default_factory=list)
 
     def reject(self, position: int, reason: str) -> None:
@@ -52,6 +58,29 @@ class Tally:
         more = "" if self.rejected <= MAX_REASONS else f"; and {self.rejected - MAX_REASONS} more"
         return f"{self.rejected} record(s) rejected: " + "; ".join(self.reasons) + more
 
+    def progress(self) -> Progress:
+        return Progress(fetched=self.fetched, pages=self.pages)
+
+    def end(self) -> FetchEnd:
+        """The fetch, every page read. It is complete, and so deletes the posts it does not list, only if
+        every record's id could be read: a record without one may be the post that seems gone."""
+        return FetchEnd(self.fetched, self.pages, self.rejected, self.summary(), complete=not self.unidentified)
+
+
+@dataclass
+class ProgressWriter:
+    """Writes a running job's progress, at most every PROGRESS_EVERY_SECONDS; LeaseLost once it is given up."""
+
+    store: Store
+    lease: Lease
+    written_at: float = field(default_factory=time.monotonic)
+
+    def update(self, tally: Tally) -> None:
+        now = time.monotonic()
+        if now - self.written_at >= PROGRESS_EVERY_SECONDS:
+            self.store.record_progress(self.lease, tally.progress())
+            self.written_at = now
+
 
 def fetch_budget(seconds_left: float, cap: float = math.inf) -> float:
     """The seconds a fetch may take in an invocation that has `seconds_left`: all but the margin to
@@ -60,52 +89,55 @@ def fetch_budget(seconds_left: float, cap: float = math.inf) -> float:
 
 
 def fetch_now(store: Store, settings: Settings, *, seconds_left: float) -> FetchResult:
-    """A sync fetch: a new job run to its end, unless another is in progress or a success is fresh."""
-    claim = jobs.claim(store, settings, FetchMode.SYNC)
+    """A sync fetch in an invocation with `seconds_left`: a new job run to its end, unless another is in
+    progress or a success is fresh. The job is leased until the invocation ends."""
+    lease = jobs.sync_lease(seconds_left)
+    claim = jobs.claim(store, settings, FetchMode.SYNC, lease_seconds=lease)
     if claim.outcome != ClaimOutcome.STARTED:
         return FetchResult(claim.job, claim.outcome)
     budget = fetch_budget(seconds_left, settings.sync_fetch_budget)
-    return run_job(store, settings, claim.job.job_id, budget=budget)
+    return run_job(store, settings, claim.job.job_id, budget=budget, lease_seconds=lease)
 
 
-def run_job(store: Store, settings: Settings, job_id: str, *, budget: float, last_attempt: bool = True) -> FetchResult:
-    """Run a queued job, its fetch within `budget` seconds; a job that has already finished is
-    returned as it is.
+def run_job(
+    store: Store, settings: Settings, job_id: str, *, budget: float, lease_seconds: float, last_attempt: bool = True
+) -> FetchResult:
+    """Run a job in progress under a lease of `lease_seconds`, its fetch within `budget` seconds; a job
+    that has already finished is returned as it is.
 
-    On a failure, a job on its last attempt ends `failed`; otherwise RetryLater is
-    raised and the job stays `running` for the next delivery. Nothing of a failed
-    fetch is written. The job's error is a short reason; the detail goes to the log.
+    On a failure, a job on its last attempt ends `failed`; otherwise RetryLater is raised and the job
+    stays `running` for the next delivery. Nothing of a failed fetch is written, nor anything of a fetch
+    whose job was given up on while it ran. The job's error is a short reason; the detail goes to the log.
     """
-    if store.start_job(job_id) is None:
+    lease = store.start_job(job_id, lease_seconds=lease_seconds)
+    if lease is None:
         finished = store.get_job(job_id)
         if finished is None:
             raise UnknownJob(job_id)
         return FetchResult(finished)
     tally = Tally()
     try:
-        merge = store.upsert_posts(_valid_pages(settings, tally, budget))
+        pages = _valid_pages(settings, tally, budget, ProgressWriter(store, lease))
+        return FetchResult(store.merge_fetch(lease, pages, tally.end))
+    except LeaseLost as lost:
+        return FetchResult(lost.job, given_up=True)
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, upstream.UpstreamError) else f"internal error: {type(exc).__name__}"
+        known = isinstance(exc, upstream.UpstreamError | StoreError)
+        reason = str(exc) if known else f"internal error: {type(exc).__name__}"
         detail = exc.detail if isinstance(exc, upstream.UpstreamError) else scrub(str(exc))
         logger.warning("fetch failed", extra={"reason": reason, "detail": detail, "last_attempt": last_attempt})
         if not last_attempt:
             raise RetryLater(reason) from exc
-        job = store.finish_job(job_id, JobStatus.FAILED, JobCounts(fetched=tally.fetched), reason)
-        if not isinstance(exc, upstream.UpstreamError):
+        job = store.fail_job(job_id, reason, lease=lease, progress=tally.progress())
+        if not known:
             raise
-        return FetchResult(job, timed_out=isinstance(exc, upstream.UpstreamTimeout))
-    counts = JobCounts(
-        fetched=tally.fetched,
-        inserted=merge.inserted,
-        updated=merge.updated,
-        unchanged=merge.unchanged,
-        rejected=tally.rejected,
-    )
-    return FetchResult(store.finish_job(job_id, JobStatus.SUCCEEDED, counts, tally.summary()))
+        timed_out = isinstance(exc, upstream.UpstreamTimeout)
+        return FetchResult(job, timed_out=timed_out, store_failed=isinstance(exc, StoreError))
 
 
-def _valid_pages(settings: Settings, tally: Tally, budget: float) -> Iterator[list[PostRow]]:
-    """The valid rows of the upstream's pages, in batches of at most BATCH_ROWS for the store."""
+def _valid_pages(settings: Settings, tally: Tally, budget: float, progress: ProgressWriter) -> Iterator[list[PageItem]]:
+    """The valid rows of the upstream's pages (and the ids of records kept as they were), in batches of at
+    most BATCH_ROWS for the store; the job's progress is written between batches."""
     pages = upstream.fetch_pages(
         settings.upstream_url,
         timeout=settings.upstream_timeout,
@@ -114,14 +146,17 @@ def _valid_pages(settings: Settings, tally: Tally, budget: float) -> Iterator[li
         max_page_bytes=settings.max_page_bytes,
     )
     for records in pages:
-        rows = parse_posts(records, tally)
-        while batch := list(itertools.islice(rows, BATCH_ROWS)):
+        tally.pages += 1
+        items = parse_posts(records, tally)
+        while batch := list(itertools.islice(items, BATCH_ROWS)):
+            progress.update(tally)
             yield batch
 
 
-def parse_posts(records: Iterable[upstream.Record], tally: Tally) -> Iterator[PostRow]:
+def parse_posts(records: Iterable[upstream.Record], tally: Tally) -> Iterator[PageItem]:
     """The records that fit the post schema, each as a row as soon as it is read; the others are
-    counted and named in `tally`. The store keeps the last of several rows with one id."""
+    counted and named in `tally`, and the id of each one rejected for its other fields is passed on, so
+    that its stored post is kept as it was. The store keeps the last of several rows with one id."""
     for record in records:
         tally.fetched += 1
         if type(record) is dict:
@@ -130,10 +165,15 @@ def parse_posts(records: Iterable[upstream.Record], tally: Tally) -> Iterator[Po
                 yield row
                 continue
         reason = _problem(record)
-        if reason:
-            tally.reject(tally.fetched, reason)
-        else:
+        if not reason:
             yield cast(PostRow, row)  # `_problem` found nothing wrong with it
+            continue
+        tally.reject(tally.fetched, reason)
+        post_id = record.get("id") if type(record) is dict else None
+        if type(post_id) is int and 1 <= post_id <= MAX_ID:
+            yield post_id
+        else:
+            tally.unidentified += 1
 
 
 def _plainly_valid(row: tuple[object, object, object, object]) -> TypeGuard[PostRow]:

@@ -23,6 +23,7 @@ def record_fetch(job: Job) -> None:
         "PostsFetched": job.fetched,
         "PostsInserted": job.inserted,
         "PostsUpdated": job.updated,
+        "PostsDeleted": job.deleted,
         "PostsRejected": job.rejected,
         "FetchFailures": int(job.status == JobStatus.FAILED),
     }

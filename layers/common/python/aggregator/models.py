@@ -53,27 +53,18 @@ class Job(BaseModel):
     created_at: str = Field(description="ISO 8601, UTC")
     started_at: str | None = None
     finished_at: str | None = None
-    fetched: int = Field(0, description="Records received from the upstream.")
+    fetched: int = Field(0, description="Records received from the upstream; grows while the job runs.")
+    pages: int = Field(0, description="Upstream pages received; grows while the job runs.")
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = Field(0, description="Stored posts that the upstream no longer lists, deleted by this fetch.")
     rejected: int = Field(0, description="Records that did not fit the post schema; not stored.")
     error: str | None = Field(None, description="Why the job failed, or which records were rejected.")
 
     def as_json(self) -> dict[str, Any]:
         """The job as its JSON answer and log field carry it."""
         return self.model_dump(mode="json")
-
-
-@dataclass(frozen=True, slots=True)
-class JobCounts:
-    """What a finished job records about its fetch."""
-
-    fetched: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from aggregator import jobs
 from aggregator.config import Settings
-from aggregator.models import JOB_ID_PATTERN, Claim, ClaimOutcome, FetchMode, JobCounts, JobStatus
+from aggregator.models import JOB_ID_PATTERN, Claim, ClaimOutcome, FetchMode
 from aggregator.observability import logger
 from aggregator.scrub import scrub
 from aggregator.store import Store
@@ -29,7 +29,8 @@ class BadMessage(ValueError):
 
 def submit(store: Store, settings: Settings, mode: FetchMode) -> Claim:
     """Claim a job and send it if it is new; a job that cannot be sent ends `failed`."""
-    claim = jobs.claim(store, settings, mode)
+    lease = jobs.queued_lease(settings, deliveries_left=settings.max_receive_count)
+    claim = jobs.claim(store, settings, mode, lease_seconds=lease)
     if claim.outcome != ClaimOutcome.STARTED:
         return claim
     try:
@@ -37,7 +38,7 @@ def submit(store: Store, settings: Settings, mode: FetchMode) -> Claim:
     except Exception as exc:
         reason = f"could not enqueue the job: {_short_reason(exc)}"  # the job is readable without a key
         logger.error("could not enqueue the job", extra={"reason": reason, "detail": scrub(str(exc))})
-        store.finish_job(claim.job.job_id, JobStatus.FAILED, JobCounts(), reason)
+        store.fail_job(claim.job.job_id, reason)
         raise QueueError(reason) from exc
     return claim
 
@@ -52,13 +53,14 @@ def _short_reason(exc: Exception) -> str:
     return code if isinstance(code, str) and ERROR_CODE.fullmatch(code) else type(exc).__name__
 
 
-def send(settings: Settings, job_id: str) -> None:
+def send(settings: Settings, job_id: str, client: Any = None) -> None:
+    """Send the job's message with `client`, by default this process's SQS client."""
     if not settings.queue_url:
         raise QueueError("QUEUE_URL is not set")
     message = {"QueueUrl": settings.queue_url, "MessageBody": json.dumps({"job_id": job_id})}
     if settings.queue_url.endswith(".fifo"):
         message |= {"MessageGroupId": MESSAGE_GROUP, "MessageDeduplicationId": job_id}
-    _sqs(settings.aws_endpoint_url).send_message(**message)
+    (client or _sqs(settings.aws_endpoint_url)).send_message(**message)
 
 
 def job_id_of(body: str) -> str:

@@ -74,13 +74,28 @@ def _job_answer(
             },
         },
         **ERROR_RESPONSES,
+        409: _job_answer(
+            "sync: the job was given up on before its fetch ended; nothing of it was written",
+            (JobStatus.FAILED,),
+            (ClaimOutcome.STARTED,),
+            given_up=examples.GIVEN_UP,
+        ),
+        500: _job_answer(
+            "sync: the store failed; the body is the failed job, its `error` the database's own reason",
+            (JobStatus.FAILED,),
+            (ClaimOutcome.STARTED,),
+            store_failed=examples.STORE_FAILED,
+        ),
         502: _job_answer(
             "sync: the upstream failed; the body is the failed job",
             (JobStatus.FAILED,),
             (ClaimOutcome.STARTED,),
             failed=examples.FAILED,
         ),
-        503: error_response("task: the job could not be queued; it is recorded failed", examples.NOT_QUEUED_EXAMPLE),
+        503: error_response(
+            "task: the job could not be queued; it is recorded failed. Either mode: the database is unavailable",
+            examples.NOT_QUEUED_EXAMPLE,
+        ),
         504: _job_answer(
             "sync: the upstream timed out; the body is the failed job",
             (JobStatus.FAILED,),
@@ -105,8 +120,15 @@ def fetch(
         return _job_response(202, job, result.outcome)
     if result.outcome == ClaimOutcome.STARTED:
         record_fetch(job)
-    status = 200 if job.status == JobStatus.SUCCEEDED else 504 if result.timed_out else 502
-    return _job_response(status, job, result.outcome)
+    return _job_response(_status(result), job, result.outcome)
+
+
+def _status(result: ingest.FetchResult) -> int:
+    if result.job.status == JobStatus.SUCCEEDED:
+        return 200
+    if result.given_up:
+        return 409
+    return 500 if result.store_failed else 504 if result.timed_out else 502
 
 
 def _queue(store: Store, config: Settings) -> Response[Any]:

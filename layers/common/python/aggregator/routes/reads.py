@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -21,12 +22,15 @@ from aggregator.api import (
     public_path,
 )
 from aggregator.config import settings
-from aggregator.examples import JOB_EXAMPLES, PAGE_EXAMPLE, UNKNOWN_JOB_EXAMPLE
+from aggregator.examples import HISTORY_EXAMPLE, JOB_EXAMPLES, PAGE_EXAMPLE, UNKNOWN_JOB_EXAMPLE
+from aggregator.jobs import JOBS_KEPT
 from aggregator.models import JOB_ID_PATTERN, MAX_ID, Job, Post
-from aggregator.store import open_store
+from aggregator.store import UnknownJob, open_store
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+DEFAULT_JOBS_LIMIT = 20
+MAX_JOBS_LIMIT = 100
 LAMBDA_RESPONSE_LIMIT = 6_291_556  # bytes of a function's serialized answer to a synchronous call
 PAGE_BUDGET_BYTES = (
     6_000_000  # a page's share of it, escaped as the answer carries it; status and headers fit in the rest
@@ -66,10 +70,8 @@ def list_posts(
 ) -> Response[str]:
     store = open_store(settings())
     page = store.page_of_posts_json(user_id=user_id, after_id=after_id, limit=limit, max_bytes=PAGE_BUDGET_BYTES)
-    headers = {}
-    if page.more:
-        query = {"limit": limit, "after_id": page.last_id} | ({"user_id": user_id} if user_id else {})
-        headers["Link"] = f'<{public_path(router.current_event, "/data")}?{urlencode(query)}>; rel="next"'
+    query = {"limit": limit, "after_id": page.last_id} | ({"user_id": user_id} if user_id else {})
+    headers = _next_link("/data", query) if page.more else {}
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=page.json, headers=headers)
 
 
@@ -91,3 +93,47 @@ def job_status(job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="
     if job is None:
         raise NotFoundError(f"no job {job_id}")
     return job
+
+
+@router.get(
+    "/fetch/jobs",
+    summary="List recent fetch jobs, newest first, a page at a time",
+    description=(
+        "At most `limit` jobs, newest first, starting after job `before` (from the newest without it). While "
+        'older jobs remain, `Link: <...>; rel="next"` names the next page. The newest '
+        f"{JOBS_KEPT:,} jobs are kept: when a new job starts, the finished jobs older than those are deleted."
+    ),
+    tags=[JOBS_TAG],
+    responses={
+        200: OpenAPIResponse(
+            description="A page of jobs, newest first",
+            headers={
+                "Link": header(
+                    'The next page, while older jobs remain: `<path?query>; rel="next"`',
+                    {"type": "string", "pattern": r'^<[^<>]*/fetch/jobs\?[^<>]*>; rel="next"$'},
+                )
+            },
+            content={"application/json": {"model": list[Job], "examples": {"page": {"value": HISTORY_EXAMPLE}}}},
+        ),
+        404: error_response("No job has the id `before`", UNKNOWN_JOB_EXAMPLE),
+        **ERROR_RESPONSES,
+    },
+)
+def job_history(
+    limit: Annotated[int, DecimalInt(1, MAX_JOBS_LIMIT), Query(description="Jobs per page")] = DEFAULT_JOBS_LIMIT,
+    before: Annotated[
+        str | None, Query(pattern=JOB_ID_PATTERN, description="Start after this job: the last of the page before")
+    ] = None,
+) -> Response[list[dict[str, Any]]]:
+    try:
+        page = open_store(settings()).page_of_jobs(before=before, limit=limit)
+    except UnknownJob:
+        raise NotFoundError(f"no job {before}") from None
+    headers = _next_link("/fetch/jobs", {"limit": limit, "before": page.jobs[-1].job_id}) if page.more else {}
+    body = [job.as_json() for job in page.jobs]
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+def _next_link(path: str, query: Mapping[str, object]) -> dict[str, str]:
+    """The `Link` header that names the next page of `path`."""
+    return {"Link": f'<{public_path(router.current_event, path)}?{urlencode(query)}>; rel="next"'}

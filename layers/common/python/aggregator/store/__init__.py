@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from aggregator.config import Settings
-from aggregator.models import Claim, FetchMode, Job, JobCounts, JobStatus, Post
+from aggregator.models import Claim, FetchMode, Job, Post
 
 PostRow = tuple[int, int, str, str]  # id, user_id, title, body: a post as the upstream reader hands it over
+# A page of a fetch holds posts, and the ids of records rejected for their other fields: the upstream
+# still lists those posts, so the store keeps them as they were.
+PageItem = PostRow | int
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +28,55 @@ class PostsPage:
 
 
 @dataclass(frozen=True, slots=True)
-class Merge:
-    """What merging a fetch did: `staged` distinct posts, of which `inserted` were new and `updated` changed."""
+class JobsPage:
+    """A page of the job history, newest first."""
 
-    staged: int
-    inserted: int
-    updated: int
+    jobs: list[Job]
+    more: bool  # whether older jobs follow the last one
 
-    @property
-    def unchanged(self) -> int:
-        return self.staged - self.inserted - self.updated
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One run's right to write for its job. The token is new each time the job starts, and is revoked
+    when the job is given up on or handed to a new run; a write with a revoked token is refused."""
+
+    job: Job
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a running fetch has got."""
+
+    fetched: int = 0  # records received
+    pages: int = 0  # upstream pages received
+
+
+@dataclass(frozen=True, slots=True)
+class FetchEnd:
+    """What a fetch knows once it has read every page."""
+
+    fetched: int
+    pages: int
+    rejected: int
+    error: str | None  # which records were rejected
+    complete: bool  # every record's id could be read, so a stored post it does not list is gone upstream
+
+
+class StoreError(Exception):
+    """The store failed; the message is the database's own reason, safe to show."""
+
+
+class StoreUnavailable(StoreError):
+    """The database file is missing or was deleted while in use; nothing was read or written."""
+
+
+class LeaseLost(Exception):
+    """The job was given up on, or handed to another run, before this run wrote: nothing was written."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"job {job.job_id} is no longer this run's: {job.error or job.status}")
+        self.job = job
 
 
 class UnknownJob(LookupError):
@@ -45,25 +87,21 @@ class Store(Protocol):
     """Posts and fetch jobs. Every backend keeps these semantics; the tests hold each one to them.
 
     - Job states only move forward: queued -> running -> succeeded | failed. A finished job never changes.
-    - Counts are exact: `inserted`, `updated` and unchanged add up to the distinct posts of a fetch, and a
-      post equal to the stored one is not written.
-    - A failed fetch writes nothing: no post is written before every page has been read. SQLite then
-      merges in one transaction, so readers see all of a fetch or none of it; a backend that cannot must
-      say so, and a redelivered job must complete a merge that was cut short.
+    - A job in progress holds a lease until `lease_expires_at`; a claim after that fails it ("abandoned").
+      Each start of a job issues a new lease token, and only the run holding the current token writes:
+      its progress, its posts and its end. A job given up on never writes.
+    - Counts are exact: `inserted`, `updated` and `unchanged` add up to the distinct posts of a fetch,
+      and a post equal to the stored one is not written.
+    - The posts mirror the upstream: a complete fetch deletes the stored posts it does not list.
+    - A failed fetch writes no post: none is written before every page has been read. SQLite then
+      merges in one transaction with the job's end, so readers see all of a fetch or none of it; a
+      backend that cannot must say so, and a redelivered job must complete a merge that was cut short.
     - Pages of posts are keyset pages in id order, within a byte budget, never empty while posts remain.
     """
 
     def close(self) -> None: ...
 
     # Posts
-
-    def upsert_posts(self, pages: Iterable[Sequence[PostRow]]) -> Merge:
-        """Merge every post of `pages` into the store; a later duplicate id wins over an earlier one.
-
-        Nothing is written until `pages` is exhausted; an exception raised while iterating it writes
-        nothing. Posts equal to the stored ones are not written.
-        """
-        ...
 
     def count_posts(self) -> int:
         """How many posts are stored."""
@@ -82,15 +120,16 @@ class Store(Protocol):
 
     # Jobs
 
-    def create_job(self, mode: FetchMode) -> Job:
-        """A new `queued` job with a fresh id."""
+    def create_job(self, mode: FetchMode, *, lease_seconds: float) -> Job:
+        """A new `queued` job with a fresh id, leased for `lease_seconds`."""
         ...
 
-    def claim_job(self, mode: FetchMode, *, fresh_for: float, stale_after: float, sync_stale_after: float) -> Claim:
-        """Atomically: fail the jobs abandoned in `queued` or `running` (created more than `stale_after`
-        seconds ago, or `sync_stale_after` for sync jobs); then return the oldest job still in progress
-        (`joined`), or else the latest success finished within `fresh_for` seconds (`fresh`, only if
-        `fresh_for` > 0), or else a new queued job (`started`). Two claims never both start a job."""
+    def claim_job(self, mode: FetchMode, *, fresh_for: float, lease_seconds: float, keep_jobs: int) -> Claim:
+        """Atomically: fail the jobs in progress whose lease has ended ("abandoned"); then return the
+        oldest job still in progress (`joined`), or else the latest success finished within `fresh_for`
+        seconds (`fresh`, only if `fresh_for` > 0), or else a new queued job leased for `lease_seconds`
+        (`started`), deleting the finished jobs older than the newest `keep_jobs`. Two claims never both
+        start a job."""
         ...
 
     def get_job(self, job_id: str) -> Job | None:
@@ -101,14 +140,42 @@ class Store(Protocol):
         """Every job, oldest first."""
         ...
 
-    def start_job(self, job_id: str) -> Job | None:
-        """Mark a queued (or abandoned running) job `running` and return it; None if it has finished or
-        is unknown."""
+    def page_of_jobs(self, *, before: str | None, limit: int) -> JobsPage:
+        """Up to `limit` jobs, newest first, starting after job `before` (from the newest if None).
+        UnknownJob if no job has the id `before`."""
         ...
 
-    def finish_job(self, job_id: str, status: JobStatus, counts: JobCounts, error: str | None) -> Job:
-        """Record the end of a job in progress (`status` is `succeeded` or `failed`) and return the job;
-        a finished job is returned as it was. UnknownJob if no job has this id."""
+    def start_job(self, job_id: str, *, lease_seconds: float) -> Lease | None:
+        """Mark a job in progress `running` under a new lease of `lease_seconds`, revoking any earlier
+        one, with its progress back at zero; None if the job has finished or is unknown."""
+        ...
+
+    def reissue_lease(self, job_id: str, *, lease_seconds: float) -> Job | None:
+        """A job in progress whose runner is gone, leased anew for `lease_seconds` for a run to come:
+        the earlier lease is revoked, so its runner can no longer write. None if finished or unknown."""
+        ...
+
+    def record_progress(self, lease: Lease, progress: Progress) -> None:
+        """Write a running job's progress; LeaseLost if the lease was revoked. One short write."""
+        ...
+
+    def merge_fetch(self, lease: Lease, pages: Iterable[Iterable[PageItem]], end: Callable[[], FetchEnd]) -> Job:
+        """Stage every page of a fetch, then, if `lease` still holds: merge its posts into the store (a
+        later duplicate id wins), delete the stored posts it does not list if `end().complete`, and finish
+        the job `succeeded` with its counts, all at once. Return the finished job.
+
+        `pages` is read outside any transaction, so the code producing it may call `record_progress`;
+        `end` is called once every page has been read. Nothing is written if reading `pages` raises, and
+        LeaseLost (nothing written) if the lease was revoked. StoreError if the database fails.
+        """
+        ...
+
+    def fail_job(
+        self, job_id: str, reason: str, *, lease: Lease | None = None, progress: Progress | None = None
+    ) -> Job:
+        """Finish a job in progress `failed` with `reason` (and `progress`, if given), revoking its lease;
+        return it. With `lease`, only while that lease holds. A finished job is returned as it was;
+        UnknownJob if no job has this id."""
         ...
 
 
@@ -150,7 +217,7 @@ def open_store(settings: Settings) -> Store:
     if settings.db_path not in opened:
         from aggregator.store.sqlite import SqliteStore  # here: each backend imports only what it needs
 
-        opened[settings.db_path] = SqliteStore(settings.db_path)
+        opened[settings.db_path] = SqliteStore(settings.db_path, max_mb=settings.db_max_mb)
     return opened[settings.db_path]
 
 
@@ -165,10 +232,17 @@ def iso(moment: datetime, plus_seconds: float = 0.0) -> str:
 
 
 __all__ = [
-    "Merge",
+    "FetchEnd",
+    "JobsPage",
+    "Lease",
+    "LeaseLost",
+    "PageItem",
     "PostRow",
     "PostsPage",
+    "Progress",
     "Store",
+    "StoreError",
+    "StoreUnavailable",
     "UnknownJob",
     "fill_page",
     "iso",

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobCounts, JobStatus, Post
-from aggregator.store import Merge, PostRow, PostsPage, UnknownJob, fill_page, iso, utc_now
+from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobStatus, Post
+from aggregator.store import (
+    FetchEnd,
+    JobsPage,
+    Lease,
+    LeaseLost,
+    PageItem,
+    PostRow,
+    PostsPage,
+    Progress,
+    StoreError,
+    StoreUnavailable,
+    UnknownJob,
+    fill_page,
+    iso,
+    utc_now,
+)
 
 # Rollback journal, not WAL: WAL needs shared memory, which a network filesystem (EFS) lacks.
 PRAGMAS = """
@@ -41,18 +58,31 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 """
-# A fetch is staged in a table private to the connection, so the network wait holds no lock on the
+# Columns added since the first schema: a database created before them gains them when opened.
+ADDED_JOB_COLUMNS = {
+    "pages": "INTEGER NOT NULL DEFAULT 0",
+    "deleted": "INTEGER NOT NULL DEFAULT 0",
+    "lease_token": "TEXT",  # the running run's token; NULL when no run may write
+    "lease_expires_at": "TEXT",  # when a claim may give the job up; NULL (a job from before leases): now
+}
+JOBS_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_age ON jobs (created_at, job_id)"
+# A fetch is staged in tables private to the connection, so the network wait holds no lock on the
 # shared file; the merge into posts is one short write transaction. A later duplicate replaces an
-# earlier one.
+# earlier one. `kept` holds the ids of records rejected for their other fields.
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS incoming (
     id INTEGER PRIMARY KEY,
     user_id INTEGER NOT NULL,
     title TEXT NOT NULL,
     body TEXT NOT NULL
-)
+);
+CREATE TEMP TABLE IF NOT EXISTS kept (id INTEGER PRIMARY KEY);
 """
 STAGE_POST = "INSERT OR REPLACE INTO temp.incoming (id, user_id, title, body) VALUES (?, ?, ?, ?)"
+STAGE_KEPT = "INSERT OR IGNORE INTO temp.kept (id) VALUES (?)"
+DELETE_ABSENT = """
+DELETE FROM posts WHERE id NOT IN (SELECT id FROM temp.incoming) AND id NOT IN (SELECT id FROM temp.kept)
+"""
 UPDATE_FROM_STAGED = """
 UPDATE posts SET user_id = s.user_id, title = s.title, body = s.body FROM temp.incoming AS s
 WHERE posts.id = s.id AND (posts.user_id, posts.title, posts.body) IS NOT (s.user_id, s.title, s.body)
@@ -68,64 +98,141 @@ FROM posts WHERE {where} ORDER BY id LIMIT ?
 JOB_FIELDS = tuple(Job.model_fields)
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
 IN_PROGRESS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
 BUSY_TIMEOUT_SECONDS = 30.0
+MARKER_SUFFIX = ".created"  # a file beside the database: a database was created here, so never recreate it
+MISSING = (
+    f"the database file is missing, though a database was created there (DB_PATH{MARKER_SUFFIX} says so); "
+    f"restore the file, or delete DB_PATH{MARKER_SUFFIX} to start with an empty database"
+)
+ABANDONED_SYNC = "abandoned: the request running it ended before it finished"
+ABANDONED_QUEUED = "abandoned: its queue message has no delivery left to run it"
+GIVE_UP_EXPIRED = f"""
+UPDATE jobs SET status = 'failed', finished_at = ?, lease_token = NULL, error = CASE mode WHEN ? THEN ? ELSE ? END
+WHERE status IN {IN_PROGRESS} AND COALESCE(lease_expires_at, '') < ?
+"""
+FINISH_SUCCEEDED = """
+UPDATE jobs SET status = 'succeeded', finished_at = ?, lease_token = NULL, fetched = ?, pages = ?, inserted = ?,
+    updated = ?, unchanged = ?, deleted = ?, rejected = ?, error = ?
+WHERE job_id = ? AND lease_token = ?
+"""
+FAIL = """
+UPDATE jobs SET status = 'failed', finished_at = ?, lease_token = NULL, error = ?,
+    fetched = COALESCE(?, fetched), pages = COALESCE(?, pages)
+WHERE job_id = ? AND status IN (?, ?) AND (? IS NULL OR lease_token = ?)
+"""
 
 
 class SqliteStore:
-    """One connection to the SQLite file; the schema is created on first use."""
+    """One connection to the SQLite file, the schema created on first use.
 
-    def __init__(self, path: str):
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        self._db.executescript(PRAGMAS + SCHEMA)
+    The file is never silently recreated: a store notices when the file at `path` is no longer the one
+    it opened, and opens it anew; where the file is missing but a database was created (its marker
+    file says so), it raises StoreUnavailable instead of creating an empty one.
+    """
+
+    def __init__(self, path: str, *, max_mb: int = 0):
+        self._path, self._max_mb = path, max_mb
+        self._identity: tuple[int, int] | None = None
+        self._db = self._open()
 
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+    # The file and the connection
+
+    def _open(self) -> sqlite3.Connection:
+        if self._path == ":memory:":
+            db = sqlite3.connect(self._path, isolation_level=None)
+            db.executescript(PRAGMAS + SCHEMA)
+            self._add_columns(db)
+            return db
+        file, marker = Path(self._path), Path(self._path + MARKER_SUFFIX)
+        if not file.exists():
+            if marker.exists():
+                raise StoreUnavailable(MISSING)
+            file.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            db.executescript(PRAGMAS + SCHEMA)
+            self._add_columns(db)
+            if self._max_mb:
+                page_size = db.execute("PRAGMA page_size").fetchone()[0]
+                db.execute(f"PRAGMA max_page_count = {self._max_mb * 2**20 // page_size}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(exc) from exc
+        self._identity = _identity(file)
+        marker.touch()
+        return db
+
+    def _add_columns(self, db: sqlite3.Connection) -> None:
+        """Bring a database created by an earlier version up to this schema."""
+        if not set(ADDED_JOB_COLUMNS) - _columns(db, "jobs"):
+            db.execute(JOBS_INDEX)
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, kind in ADDED_JOB_COLUMNS.items():
+                if name not in _columns(db, "jobs"):
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            db.execute(JOBS_INDEX)
+            db.execute("COMMIT")
+        finally:
+            _rollback(db)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The connection to the file that `path` names now, opened anew if the file was replaced."""
+        if self._identity is not None and self._file_changed():
+            opened = self._open()  # StoreUnavailable if it is missing: the old connection stays for its return
+            self._db.close()
+            self._db = opened
+        return self._db
+
+    def _file_changed(self) -> bool:
+        try:
+            found = os.stat(self._path)
+        except FileNotFoundError:
+            return True
+        return (found.st_dev, found.st_ino) != self._identity
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the file `path` names; the database's errors as StoreError."""
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._identity is not None and self._file_changed():
+                    raise StoreUnavailable("the database file was replaced or deleted while in use; nothing written")
+                yield db
+                db.execute("COMMIT")
+            finally:
+                _rollback(db)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The database's own reason; SQLite may have rolled the transaction back itself."""
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        limit = f"; DB_MAX_MB is {self._max_mb}" if name == "SQLITE_FULL" and self._max_mb else ""
+        return StoreError(f"database error: {exc} ({name}{limit})")
 
     def _value(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._db.execute(sql, args).fetchone()[0]
 
     # Posts
 
-    def upsert_posts(self, pages: Iterable[Sequence[PostRow]]) -> Merge:
-        """Stage every page, then merge them all into posts in one transaction."""
-        self._db.execute(STAGING)
-        try:
-            self._db.execute("BEGIN")  # touches only the private temp table: no lock on the shared file
-            self._db.execute("DELETE FROM temp.incoming")
-            for page in pages:
-                self._db.executemany(STAGE_POST, page)
-            staged: int = self._value("SELECT count(*) FROM temp.incoming")
-            self._db.execute("COMMIT")
-            with self._transaction():
-                updated = self._db.execute(UPDATE_FROM_STAGED).rowcount
-                inserted = self._db.execute(INSERT_NEW_STAGED).rowcount
-        finally:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            self._db.execute("DELETE FROM temp.incoming")
-        return Merge(staged=staged, inserted=inserted, updated=updated)
-
     def count_posts(self) -> int:
-        count: int = self._value("SELECT count(*) FROM posts")
+        count: int = self._connection().execute("SELECT count(*) FROM posts").fetchone()[0]
         return count
 
     def page_of_posts_json(self, *, user_id: int | None, after_id: int, limit: int, max_bytes: int) -> PostsPage:
+        db = self._connection()
         where, args = "id > ?", [after_id]
         if user_id is not None:
             where, args = where + " AND user_id = ?", [*args, user_id]
-        cursor = self._db.execute(PAGE_POSTS.format(where=where), (*args, limit))
+        cursor = db.execute(PAGE_POSTS.format(where=where), (*args, limit))
         try:  # SQLite hands over one post at a time; a cut leaves the rest unread
             posts, last_id, cut = fill_page(cursor, limit=limit, max_bytes=max_bytes)
         finally:
@@ -142,36 +249,72 @@ class SqliteStore:
         if user_id is not None:
             sql += " AND user_id = ?"
             args.append(user_id)
-        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))
+        rows = self._connection().execute(sql + " ORDER BY id LIMIT ?", (*args, limit))
         return [Post(id=id_, user_id=user, title=title, body=body) for id_, user, title, body in rows]
+
+    def merge_fetch(self, lease: Lease, pages: Iterable[Iterable[PageItem]], end: Callable[[], FetchEnd]) -> Job:
+        db = self._connection()
+        try:
+            db.executescript(STAGING)
+            self._stage(db, pages)
+            fetch = end()
+            with self._transaction():
+                self._hold(lease)
+                deleted = db.execute(DELETE_ABSENT).rowcount if fetch.complete else 0
+                updated = db.execute(UPDATE_FROM_STAGED).rowcount
+                inserted = db.execute(INSERT_NEW_STAGED).rowcount
+                unchanged = self._value("SELECT count(*) FROM temp.incoming") - inserted - updated
+                db.execute(
+                    FINISH_SUCCEEDED,
+                    (utc_now(), fetch.fetched, fetch.pages, inserted, updated, unchanged, deleted, fetch.rejected,
+                     fetch.error, lease.job.job_id, lease.token),
+                )  # fmt: skip
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            _rollback(db)
+            with contextlib.suppress(sqlite3.Error):
+                db.executescript("DELETE FROM temp.incoming; DELETE FROM temp.kept;")
+        return self._job(lease.job.job_id)
+
+    def _stage(self, db: sqlite3.Connection, pages: Iterable[Iterable[PageItem]]) -> None:
+        """Each page in a transaction of its own on the private tables; pages are pulled between them."""
+        db.executescript("DELETE FROM temp.incoming; DELETE FROM temp.kept;")
+        for page in pages:
+            kept: list[tuple[int]] = []
+            db.execute("BEGIN")
+            db.executemany(STAGE_POST, _posts_of(page, kept))
+            db.executemany(STAGE_KEPT, kept)
+            db.execute("COMMIT")
+
+    def _hold(self, lease: Lease) -> None:
+        """Inside a write transaction: LeaseLost unless `lease` is still its running job's."""
+        held = self._db.execute(
+            "SELECT 1 FROM jobs WHERE job_id = ? AND status = 'running' AND lease_token = ?",
+            (lease.job.job_id, lease.token),
+        ).fetchone()
+        if held is None:
+            raise LeaseLost(self._job(lease.job.job_id))
 
     # Jobs
 
-    def create_job(self, mode: FetchMode) -> Job:
-        job_id = str(uuid.uuid4())
+    def create_job(self, mode: FetchMode, *, lease_seconds: float) -> Job:
+        with self._transaction():
+            return self._insert_job(mode, lease_seconds)
+
+    def _insert_job(self, mode: FetchMode, lease_seconds: float) -> Job:
+        job_id, now = str(uuid.uuid4()), datetime.now(UTC)
         self._db.execute(
-            "INSERT INTO jobs (job_id, mode, status, created_at) VALUES (?, ?, ?, ?)",
-            (job_id, mode.value, JobStatus.QUEUED.value, utc_now()),
+            "INSERT INTO jobs (job_id, mode, status, created_at, lease_expires_at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, mode.value, JobStatus.QUEUED.value, iso(now), iso(now, lease_seconds)),
         )
         return self._job(job_id)
 
-    def claim_job(self, mode: FetchMode, *, fresh_for: float, stale_after: float, sync_stale_after: float) -> Claim:
+    def claim_job(self, mode: FetchMode, *, fresh_for: float, lease_seconds: float, keep_jobs: int) -> Claim:
         now = datetime.now(UTC)
-        with self._transaction():
-            self._db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, error = ?"
-                " WHERE status IN (?, ?) AND (created_at < ? OR (mode = ? AND created_at < ?))",
-                (
-                    JobStatus.FAILED.value,
-                    iso(now),
-                    "abandoned: no progress",
-                    *IN_PROGRESS,
-                    iso(now, -stale_after),
-                    FetchMode.SYNC.value,
-                    iso(now, -sync_stale_after),
-                ),
-            )
-            active = self._jobs("WHERE status IN (?, ?) ORDER BY created_at LIMIT 1", *IN_PROGRESS)
+        with self._transaction() as db:
+            db.execute(GIVE_UP_EXPIRED, (iso(now), FetchMode.SYNC.value, ABANDONED_SYNC, ABANDONED_QUEUED, iso(now)))
+            active = self._jobs(f"WHERE status IN {IN_PROGRESS} ORDER BY created_at LIMIT 1")
             if active:
                 return Claim(active[0], ClaimOutcome.JOINED)
             fresh = self._jobs(
@@ -181,49 +324,104 @@ class SqliteStore:
             )
             if fresh_for > 0 and fresh:
                 return Claim(fresh[0], ClaimOutcome.FRESH)
-            return Claim(self.create_job(mode), ClaimOutcome.STARTED)
+            job = self._insert_job(mode, lease_seconds)
+            db.execute(
+                f"DELETE FROM jobs WHERE status IN {FINISHED} AND job_id NOT IN"
+                " (SELECT job_id FROM jobs ORDER BY created_at DESC, job_id DESC LIMIT ?)",
+                (keep_jobs,),
+            )
+            return Claim(job, ClaimOutcome.STARTED)
 
     def get_job(self, job_id: str) -> Job | None:
+        self._connection()
         jobs = self._jobs("WHERE job_id = ?", job_id)
         return jobs[0] if jobs else None
 
     def list_jobs(self) -> list[Job]:
+        self._connection()
         return self._jobs("ORDER BY created_at, rowid")
 
-    def start_job(self, job_id: str) -> Job | None:
-        cursor = self._db.execute(
-            "UPDATE jobs SET status = ?, started_at = ? WHERE job_id = ? AND status IN (?, ?)",
-            (JobStatus.RUNNING.value, utc_now(), job_id, *IN_PROGRESS),
-        )
-        return self._job(job_id) if cursor.rowcount else None
+    def page_of_jobs(self, *, before: str | None, limit: int) -> JobsPage:
+        db = self._connection()
+        newest_first = "ORDER BY created_at DESC, job_id DESC LIMIT ?"
+        if before is None:
+            jobs = self._jobs(newest_first, limit + 1)
+        else:
+            anchor = db.execute("SELECT created_at FROM jobs WHERE job_id = ?", (before,)).fetchone()
+            if anchor is None:
+                raise UnknownJob(before)
+            jobs = self._jobs(f"WHERE (created_at, job_id) < (?, ?) {newest_first}", anchor[0], before, limit + 1)
+        return JobsPage(jobs=jobs[:limit], more=len(jobs) > limit)
 
-    def finish_job(self, job_id: str, status: JobStatus, counts: JobCounts, error: str | None) -> Job:
-        if not status.finished:
-            raise ValueError(f"a job finishes as succeeded or failed, not {status}")
-        self._db.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, fetched = ?, inserted = ?, updated = ?,"
-            " unchanged = ?, rejected = ?, error = ? WHERE job_id = ? AND status IN (?, ?)",
-            (
-                status.value,
-                utc_now(),
-                counts.fetched,
-                counts.inserted,
-                counts.updated,
-                counts.unchanged,
-                counts.rejected,
-                error,
-                job_id,
-                *IN_PROGRESS,
-            ),
-        )
+    def start_job(self, job_id: str, *, lease_seconds: float) -> Lease | None:
+        token, now = str(uuid.uuid4()), datetime.now(UTC)
+        with self._transaction() as db:
+            started = db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, lease_token = ?, lease_expires_at = ?,"
+                f" fetched = 0, pages = 0 WHERE job_id = ? AND status IN {IN_PROGRESS}",
+                (iso(now), token, iso(now, lease_seconds), job_id),
+            ).rowcount
+        return Lease(self._job(job_id), token) if started else None
+
+    def reissue_lease(self, job_id: str, *, lease_seconds: float) -> Job | None:
+        with self._transaction() as db:
+            reissued = db.execute(
+                "UPDATE jobs SET lease_token = NULL, lease_expires_at = ?"
+                f" WHERE job_id = ? AND status IN {IN_PROGRESS}",
+                (iso(datetime.now(UTC), lease_seconds), job_id),
+            ).rowcount
+        return self._job(job_id) if reissued else None
+
+    def record_progress(self, lease: Lease, progress: Progress) -> None:
+        with self._transaction() as db:
+            written = db.execute(
+                "UPDATE jobs SET fetched = ?, pages = ? WHERE job_id = ? AND status = 'running' AND lease_token = ?",
+                (progress.fetched, progress.pages, lease.job.job_id, lease.token),
+            ).rowcount
+        if not written:
+            raise LeaseLost(self._job(lease.job.job_id))
+
+    def fail_job(
+        self, job_id: str, reason: str, *, lease: Lease | None = None, progress: Progress | None = None
+    ) -> Job:
+        token = lease.token if lease else None
+        counts = (progress.fetched, progress.pages) if progress else (None, None)
+        with self._transaction() as db:
+            db.execute(FAIL, (utc_now(), reason, *counts, job_id, *IN_PROGRESS, token, token))
         return self._job(job_id)
 
     def _job(self, job_id: str) -> Job:
-        job = self.get_job(job_id)
-        if job is None:
+        jobs = self._jobs("WHERE job_id = ?", job_id)
+        if not jobs:
             raise UnknownJob(job_id)
-        return job
+        return jobs[0]
 
     def _jobs(self, clause: str, *args: object) -> list[Job]:
         cursor = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs {clause}", args)
         return [Job.model_validate(dict(zip(JOB_FIELDS, row, strict=True))) for row in cursor]
+
+
+def _posts_of(page: Iterable[PageItem], kept: list[tuple[int]]) -> Iterator[PostRow]:
+    """The posts of a page; the ids of the records kept as they were go to `kept`."""
+    for item in page:
+        if isinstance(item, int):
+            kept.append((item,))
+        else:
+            yield item
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _identity(file: Path) -> tuple[int, int]:
+    found = file.stat()
+    return found.st_dev, found.st_ino
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is left open. SQLite rolls back by itself on some errors (a full disk): a ROLLBACK
+    then fails, and must not hide the error that caused it."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
