@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import ClassVar
 
 from local.template import ROOT
@@ -102,6 +103,20 @@ class RunningStack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} not printed within {timeout} s:\n{self.output}")
             time.sleep(0.02)
+
+    def instance_pids(self) -> list[int]:
+        """The processes of the stack's function instances (Linux: read from /proc)."""
+        pid = self.process.pid
+        tasks = Path(f"/proc/{pid}/task")
+        return [int(child) for task in tasks.iterdir() for child in (task / "children").read_text().split()]
+
+    def kill(self) -> list[int]:
+        """`kill -9` the stack alone, as a crash would; its instances, in sessions of their own, run on.
+        Returns their pids: the caller ends them."""
+        orphans = self.instance_pids()
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        return orphans
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         if self.process.poll() is None:
