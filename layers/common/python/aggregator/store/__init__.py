@@ -87,9 +87,9 @@ class Store(Protocol):
     """Posts and fetch jobs. Every backend keeps these semantics; the tests hold each one to them.
 
     - Job states only move forward: queued -> running -> succeeded | failed. A finished job never changes.
-    - A job in progress holds a lease until `lease_expires_at`; a claim after that fails it ("abandoned").
-      Each start of a job issues a new lease token, and only the run holding the current token writes:
-      its progress, its posts and its end. A job given up on never writes.
+    - A job in progress is leased until a time; a claim after that fails it ("abandoned"). Each start of
+      a job issues a new lease token, and only the run holding the current token writes: its progress,
+      its posts and its end, each checked in the write itself. A job given up on never writes.
     - Counts are exact: `inserted`, `updated` and `unchanged` add up to the distinct posts of a fetch,
       and a post equal to the stored one is not written.
     - The posts mirror the upstream: a complete fetch deletes the stored posts it does not list.
