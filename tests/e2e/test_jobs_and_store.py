@@ -56,7 +56,7 @@ def test_a_sync_job_given_up_on_after_a_crash_never_writes_over_a_newer_fetch(st
     with SampleUpstream(100) as upstream:
         crashed = start_stack(UPSTREAM_URL=upstream.url, UPSTREAM_TIMEOUT="25")
         stale = [dict(post, title="stale") for post in upstream.posts]
-        upstream.then_respond(200, stale, delay=12)  # the crashed stack's fetch gets its answer late
+        upstream.then_respond(200, stale, delay=10)  # the crashed stack's fetch gets its answer late
         fetch = threading.Thread(target=request_quietly, args=(crashed, "POST", "/fetch?mode=sync"), daemon=True)
         fetch.start()
         wait_until(lambda: upstream.requests == 1)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from urllib.parse import parse_qsl
@@ -379,3 +380,14 @@ def test_a_deleted_database_file_answers_503_and_is_not_recreated(upstream, stor
         assert response["statusCode"] == 503, event
         assert body(response)["message"].startswith("the database is unavailable: the database file is missing")
     assert not os.path.exists(path)
+
+
+def test_a_history_page_holds_twenty_jobs_by_default(store):
+    with sqlite3.connect(settings().db_path) as db:  # 25 jobs written by earlier runs
+        db.executemany(
+            "INSERT INTO jobs (job_id, mode, status, created_at) VALUES (?, 'task', 'succeeded', ?)",
+            [(f"00000000-0000-4000-8000-{n:012d}", f"2024-01-01T00:00:{n:02d}.000Z") for n in range(25)],
+        )
+    response = invoke("ReadApiFunction", api_event("get_job_history", query={}))
+    assert [job["job_id"][-2:] for job in body(response)] == [f"{n:02d}" for n in range(24, 4, -1)]
+    assert next_link(response) == '</Prod/fetch/jobs?limit=20&before=00000000-0000-4000-8000-000000000005>; rel="next"'

@@ -1,3 +1,4 @@
+import itertools
 import json
 import threading
 import time
@@ -15,7 +16,8 @@ from aggregator.ingest import (
     parse_posts,
     run_job,
 )
-from aggregator.models import JobStatus
+from aggregator.jobs import claim
+from aggregator.models import ClaimOutcome, FetchMode, JobStatus
 from aggregator.store.sqlite import SqliteStore
 from tests.helpers import LEASE_SECONDS, queued_job
 from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
@@ -321,3 +323,24 @@ def test_a_job_given_up_on_while_it_fetches_stops_and_writes_nothing(db, db_path
     assert results[0].given_up and results[0].job == given_up
     assert upstream.requests < 20  # it stopped at its next progress write, not after every page
     assert {p.title for p in db.list_posts()} == {f"post {i} title" for i in range(1, 101)}
+
+
+def test_progress_is_written_at_most_once_a_second(db, upstream, monkeypatch):
+    upstream.delay = 0.1
+    written_at = []
+    record_progress = db.record_progress
+    monkeypatch.setattr(db, "record_progress", lambda *a: (written_at.append(time.monotonic()), record_progress(*a)))
+    assert fetch_now(db, paged(upstream), seconds_left=30).job.pages == 10
+    assert written_at and all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(written_at))
+
+
+def test_a_sync_job_is_given_up_once_its_invocation_would_have_ended(db, db_path, upstream):
+    upstream.delay = 0.5
+    results = []
+    fetch = in_a_thread(lambda: results.append(fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=-10.2)))
+    time.sleep(0.3)  # its lease (the invocation's time left, plus 10 s) has ended by now
+    later = claim(db, load({}), FetchMode.TASK, lease_seconds=60)
+    fetch.join()
+    assert later.outcome == ClaimOutcome.STARTED
+    assert results[0].given_up and results[0].job.error == "abandoned: the request running it ended before it finished"
+    assert db.count_posts() == 0
