@@ -74,7 +74,10 @@ def body(response: dict):
 # Paths as a client might spell them, hoping a gateway or an app reads one as another.
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "FETCH")
 JOB = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"  # the job id of events/get_job_status.json
-BASES = ("/", "/data", "/fetch", f"/fetch/status/{JOB}", "/docs", "/redoc", "/openapi.json", "/nowhere/at/all")
+BASES = (
+    "/", "/data", "/fetch", f"/fetch/status/{JOB}", "/fetch/jobs", "/docs", "/redoc", "/openapi.json",
+    "/nowhere/at/all",
+)  # fmt: skip
 
 
 def spellings(base: str) -> list[str]:

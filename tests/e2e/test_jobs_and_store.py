@@ -125,7 +125,7 @@ def test_a_deleted_database_file_is_refused_never_recreated_and_a_replaced_one_i
         timeout=60,
     )
     assert restart.returncode == 1
-    assert f"{path}: the database file is missing, though a database was created there" in restart.stderr
+    assert f"{path}: the database is unavailable: the database file is missing, though" in restart.stderr
     assert not path.exists()
 
     replacement = SqliteStore(str(tmp_path / "replacement.db"))

@@ -3,15 +3,21 @@
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from openapi_spec_validator import validate
 
 from aggregator import openapi
+from aggregator.config import settings
+from aggregator.models import FetchMode
+from aggregator.store import Progress, open_store
+from aggregator.store.sqlite import ABANDONED_SYNC
 from local import apigw
 from local.template import ROOT
 from tests.api_document import DOCUMENT, ROUTES, examples, resolve, schema_errors
-from tests.helpers import BASES, JOB, METHODS, api_event, body, invoke, load_event, spellings
+from tests.helpers import BASES, JOB, METHODS, api_event, body, invoke, load_event, reset_settings, spellings
 
 DOCS = ROOT / "functions" / "docs"
 
@@ -100,6 +106,7 @@ def test_every_operation_is_tagged_by_its_resource():
         ("/data", "get"): ["posts"],
         ("/fetch", "post"): ["jobs"],
         ("/fetch/status/{job_id}", "get"): ["jobs"],
+        ("/fetch/jobs", "get"): ["jobs"],
     }
     assert [tag["name"] for tag in DOCUMENT["tags"]] == ["posts", "jobs"]
 
@@ -213,3 +220,34 @@ def test_the_swagger_page_links_the_document_under_the_stage_path():
 def test_the_document_names_the_stage_path_as_its_server():
     assert body(invoke("DocsFunction", under("", "get_openapi")))["servers"] == [{"url": "/"}]
     assert body(invoke("DocsFunction", under("/Prod", "get_openapi")))["servers"] == [{"url": "/Prod"}]
+
+
+def test_the_examples_of_a_job_given_up_a_full_store_and_the_history_are_what_the_api_answers(upstream, monkeypatch):
+    monkeypatch.setenv("DB_MAX_MB", "1")  # before the store is first opened, as a function's settings are
+    reset_settings()
+    store = open_store(settings())
+    upstream.then_respond(200, upstream.posts, delay=1.0)
+    answers = []
+    fetch = threading.Thread(target=lambda: answers.append(invoke("FetchApiFunction", load_event("post_fetch_sync"))))
+    fetch.start()
+    while not store.list_jobs():
+        time.sleep(0.01)
+    store.fail_job(store.list_jobs()[0].job_id, ABANDONED_SYNC)  # as a claim after its lease gives it up
+    fetch.join()
+    assert answers[0]["statusCode"] == 409
+    assert same_but_volatile(body(answers[0]), example("/fetch", "post", "409", "given_up"))
+
+    upstream.posts = [{"userId": 1, "id": i, "title": "t", "body": "x" * 2000} for i in range(1, 1001)]
+    full = invoke("FetchApiFunction", load_event("post_fetch_sync"))
+    assert full["statusCode"] == 500
+    assert same_but_volatile(body(full), example("/fetch", "post", "500", "store_failed"))
+
+    upstream.posts = upstream.posts[:100]
+    for post in upstream.posts:
+        post["title"], post["body"] = f"post {post['id']} title", "b"
+    assert invoke("FetchApiFunction", load_event("post_fetch_sync"))["statusCode"] == 200
+    scheduled = store.create_job(FetchMode.SCHEDULED, lease_seconds=60)
+    store.record_progress(store.start_job(scheduled.job_id, lease_seconds=60), Progress(fetched=30, pages=3))
+    newest = body(invoke("ReadApiFunction", load_event("get_job_history")))
+    shown = example("/fetch/jobs", "get", "200", "page")
+    assert len(newest) == len(shown) and all(map(same_but_volatile, newest, shown))

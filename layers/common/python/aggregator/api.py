@@ -25,9 +25,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
-from aggregator.models import ErrorBody
+from aggregator.models import ErrorBody, Unavailable
 from aggregator.observability import logger
-from aggregator.store import StoreUnavailable
 
 ProxyResult = dict[str, Any]
 POSTS_TAG, JOBS_TAG = "posts", "jobs"  # the API's resources: each operation is tagged with its own
@@ -62,11 +61,10 @@ INVALID_INPUT_EXAMPLE = {
         {"loc": ["query", "user_id"], "type": "int_parsing", "msg": "Input should be plain decimal digits"},
     ],
 }
-STORE_UNAVAILABLE = "the database is unavailable"
 STORE_UNAVAILABLE_EXAMPLE = {
     "statusCode": 503,
     "message": (
-        f"{STORE_UNAVAILABLE}: the database file is missing, though a database was created there "
+        "the database is unavailable: the database file is missing, though a database was created there "
         "(DB_PATH.created says so); restore the file, or delete DB_PATH.created to start with an empty database"
     ),
 }
@@ -107,7 +105,7 @@ def resolver(*routers: Router) -> APIGatewayRestResolver:
         app.include_router(router)
     app.use([_strict_query])
     app.exception_handler(RequestValidationError)(lambda exc: _invalid_request(app, exc))
-    app.exception_handler(StoreUnavailable)(_store_unavailable)
+    app.exception_handler(Unavailable)(_unavailable)
     return app
 
 
@@ -210,9 +208,9 @@ def error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
     )
 
 
-def _store_unavailable(exc: StoreUnavailable) -> Response[dict[str, Any]]:
-    logger.error(STORE_UNAVAILABLE, extra={"reason": str(exc)})
-    return error(503, f"{STORE_UNAVAILABLE}: {exc}")
+def _unavailable(exc: Unavailable) -> Response[dict[str, Any]]:
+    logger.error("unavailable", extra={"reason": str(exc)})
+    return error(503, str(exc))
 
 
 def _strict_query(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:

@@ -37,8 +37,6 @@ GIVEN_UP = _job(
     JobStatus.FAILED,
     started_at=STARTED,
     finished_at=FINISHED,
-    fetched=40,
-    pages=4,
     error="abandoned: the request running it ended before it finished",
 )
 STORE_FAILED = _job(
@@ -46,9 +44,9 @@ STORE_FAILED = _job(
     JobStatus.FAILED,
     started_at=STARTED,
     finished_at=FINISHED,
-    fetched=100,
+    fetched=1000,
     pages=1,
-    error="database error: database or disk is full (SQLITE_FULL; DB_MAX_MB is 1024)",
+    error="database error: database or disk is full (SQLITE_FULL; DB_MAX_MB is 1)",
 )
 HISTORY_EXAMPLE = [  # the newest first: a scheduled job fetching its fourth page, then the sync job before it
     Job(

@@ -83,6 +83,10 @@ class ErrorDetail(BaseModel):
     msg: str = Field(description="The fault in words.")
 
 
+class Unavailable(Exception):
+    """Something the request needs cannot be used now: the API answers 503 with this message."""
+
+
 class ErrorBody(BaseModel):
     """The one error shape of the API's own answers."""
 

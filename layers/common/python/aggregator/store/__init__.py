@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from aggregator.config import Settings
-from aggregator.models import Claim, FetchMode, Job, Post
+from aggregator.models import Claim, FetchMode, Job, Post, Unavailable
 
 PostRow = tuple[int, int, str, str]  # id, user_id, title, body: a post as the upstream reader hands it over
 # A page of a fetch holds posts, and the ids of records rejected for their other fields: the upstream
@@ -67,8 +67,11 @@ class StoreError(Exception):
     """The store failed; the message is the database's own reason, safe to show."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, Unavailable):
     """The database file is missing or was deleted while in use; nothing was read or written."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"the database is unavailable: {reason}")
 
 
 class LeaseLost(Exception):
