@@ -13,7 +13,7 @@ from aggregator.config import settings
 from aggregator.ingest import FINISH_MARGIN_SECONDS
 from aggregator.models import FetchMode, JobStatus
 from local.sample_upstream import SampleUpstream
-from tests.helpers import api_event, body, invoke, load_event, reset_settings
+from tests.helpers import api_event, body, invoke, load_event, queued_job, reset_settings
 from tests.integration.test_worker import failures, record, sqs_event
 from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
 
@@ -45,7 +45,7 @@ def test_a_sync_fetch_answers_504_with_the_failed_job_before_its_function_times_
 
 
 def test_the_worker_ends_a_fetch_within_its_function_timeout_less_the_margin(dripping, store):
-    job = store.create_job(FetchMode.TASK)
+    job = queued_job(store, FetchMode.TASK)
     seconds = FINISH_MARGIN_SECONDS + 2
     started = time.monotonic()
     event = sqs_event(record(job.job_id, receive_count=settings().max_receive_count))

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from aggregator import jobs
 from aggregator.config import load
 from aggregator.ingest import (
     FINISH_MARGIN_SECONDS,
@@ -16,7 +17,6 @@ from aggregator.ingest import (
     parse_posts,
     run_job,
 )
-from aggregator.jobs import claim
 from aggregator.models import ClaimOutcome, FetchMode, JobStatus
 from aggregator.store.sqlite import SqliteStore
 from tests.helpers import LEASE_SECONDS, queued_job
@@ -334,12 +334,13 @@ def test_progress_is_written_at_most_once_a_second(db, upstream, monkeypatch):
     assert written_at and all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(written_at))
 
 
-def test_a_sync_job_is_given_up_once_its_invocation_would_have_ended(db, db_path, upstream):
-    upstream.delay = 0.5
+def test_a_sync_job_is_given_up_once_its_invocation_would_have_ended(db, db_path, upstream, monkeypatch):
+    monkeypatch.setattr(jobs, "LEASE_MARGIN_SECONDS", -29.7)  # the lease ends 0.3 s into a 30 s invocation
+    upstream.delay = 1.0
     results = []
-    fetch = in_a_thread(lambda: results.append(fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=-10.2)))
-    time.sleep(0.3)  # its lease (the invocation's time left, plus 10 s) has ended by now
-    later = claim(db, load({}), FetchMode.TASK, lease_seconds=60)
+    fetch = in_a_thread(lambda: results.append(fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=30)))
+    time.sleep(0.5)
+    later = jobs.claim(db, load({}), FetchMode.TASK, lease_seconds=60)
     fetch.join()
     assert later.outcome == ClaimOutcome.STARTED
     assert results[0].given_up and results[0].job.error == "abandoned: the request running it ended before it finished"
