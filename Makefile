@@ -21,11 +21,12 @@ invoke: install
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=ReadApiFunction EVENT=events/get_data.json"; exit 2; }
 	$(BIN)/python -m local invoke $(FUNCTION) -e $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
+# The suite runs in 4 processes: most of its time is spent waiting on sockets and subprocesses.
 test: install tools lint validate security build
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4
 
 unit: install
-	$(BIN)/pytest tests/unit tests/integration
+	$(BIN)/pytest -n 4 tests/unit tests/integration
 
 bench: install
 	$(BIN)/python -m bench.run
