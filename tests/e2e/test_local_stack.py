@@ -159,7 +159,7 @@ def test_one_ctrl_c_lets_a_request_in_flight_finish(start_stack, fake_upstream):
     assert "letting 1 invocation(s) finish" in stack.output
 
 
-def test_a_second_ctrl_c_stops_at_once_without_a_traceback(start_stack, fake_upstream):
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(start_stack, fake_upstream):
     stack = start_stack(UPSTREAM_URL=fake_upstream.url)
     fake_upstream.then_respond(200, fake_upstream.posts, delay=20)
     asked = fake_upstream.requests
@@ -169,6 +169,11 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(start_stack, fake_ups
     stack.wait_for_output("Ctrl-C again stops at once")
     assert stack.stop(signal.SIGINT, timeout=5) == 130
     assert "Traceback" not in stack.output and stack.output.rstrip().endswith("stopped at once.")
+    again = start_stack(UPSTREAM_URL=fake_upstream.url)  # on the same database: no job is left stranded
+    [abandoned] = again.json("GET", "/fetch/jobs")[1]
+    assert (abandoned["mode"], abandoned["status"]) == ("sync", "failed") and "abandoned" in abandoned["error"]
+    status, headers, _ = again.request("POST", "/fetch?mode=sync")
+    assert (status, headers["X-Fetch-Outcome"]) == (200, "started")
 
 
 @pytest.mark.parametrize(
