@@ -1,13 +1,21 @@
-"""The template's queues, created on an SQS endpoint (moto here) with the template's own settings."""
+"""The template's queues and tables, created in the emulated cloud (moto here) with the template's own settings."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from local.template import Template, resolve
 
 QUEUE_ATTRIBUTES = ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+TABLE_PROPERTIES = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "BillingMode",
+)
 
 
 def create_queues(
@@ -45,3 +53,27 @@ def _create(sqs: Any, name: str, props: dict[str, Any], visibility_timeout: int 
     url = sqs.create_queue(QueueName=f"{name}.fifo" if fifo else name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return {"url": url, "arn": arn}
+
+
+def create_tables(
+    dynamodb: Any, template: Template, refs: dict[str, Any], conditions: Mapping[str, bool]
+) -> dict[str, dict[str, str]]:
+    """Create every AWS::DynamoDB::Table whose condition holds, named by its logical id, as the queues are;
+    returns {logical id: {name, arn}}. `refs` gains each table's Ref and Arn."""
+    tables: dict[str, dict[str, str]] = {}
+    for name, resource in template.tables.items():
+        if "Condition" in resource and not conditions[resource["Condition"]]:
+            continue
+        props = resolve(resource.get("Properties", {}), refs, conditions)
+        settings = {k: props[k] for k in TABLE_PROPERTIES if k in props}
+        if "SSESpecification" in props:  # CloudFormation spells the API's Enabled as SSEEnabled
+            encryption = dict(props["SSESpecification"])
+            settings["SSESpecification"] = {"Enabled": encryption.pop("SSEEnabled", False), **encryption}
+        created = dynamodb.create_table(TableName=name, **settings)
+        if "PointInTimeRecoverySpecification" in props:
+            dynamodb.update_continuous_backups(
+                TableName=name, PointInTimeRecoverySpecification=props["PointInTimeRecoverySpecification"]
+            )
+        tables[name] = {"name": name, "arn": created["TableDescription"]["TableArn"]}
+        refs[name], refs[f"{name}.Arn"] = name, tables[name]["arn"]
+    return tables

@@ -1,8 +1,9 @@
-"""template.yaml, read once: functions, routes, queues, event sources and schedules."""
+"""template.yaml, read once: functions, routes, queues, tables, event sources and schedules."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
+NO_VALUE = object()  # AWS::NoValue: the property or list item is left out
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -18,7 +20,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if suffix == "GetAtt":
@@ -80,9 +82,24 @@ class Template:
     functions: dict[str, Function]
     routes: list[Route]
     queues: dict[str, dict[str, Any]]
+    tables: dict[str, dict[str, Any]]  # each AWS::DynamoDB::Table resource whole, its Condition included
     sqs_sources: list[SqsSource]
     schedules: list[Schedule]
     raw: dict[str, Any]
+
+    def conditions(self, refs: dict[str, Any]) -> Mapping[str, bool]:
+        """The template's conditions, each evaluated with `refs` (the parameters) when first asked for."""
+        return _Conditions(self.raw.get("Conditions", {}), refs)
+
+
+class _Conditions(dict[str, bool]):
+    def __init__(self, declared: dict[str, Any], refs: dict[str, Any]):
+        super().__init__()
+        self._declared, self._refs = declared, refs
+
+    def __missing__(self, name: str) -> bool:
+        self[name] = bool(resolve(self._declared[name], self._refs, self))
+        return self[name]
 
 
 def load(path: Path = TEMPLATE, root: Path | None = None) -> Template:
@@ -107,27 +124,46 @@ def load(path: Path = TEMPLATE, root: Path | None = None) -> Template:
         functions=functions,
         routes=[_route(fn, e["Properties"]) for fn, e in events if e["Type"] == "Api"],
         queues={k: v.get("Properties", {}) for k, v in resources.items() if v.get("Type") == "AWS::SQS::Queue"},
+        tables={k: v for k, v in resources.items() if v.get("Type") == "AWS::DynamoDB::Table"},
         sqs_sources=[_sqs_source(fn, e["Properties"]) for fn, e in events if e["Type"] == "SQS"],
         schedules=[Schedule(fn, e["Properties"]["Schedule"]) for fn, e in events if e["Type"] == "Schedule"],
         raw=raw,
     )
 
 
-def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """A template value with Ref, GetAtt and Sub replaced from `refs` (keys: `Name` or `Name.Attr`)."""
+def resolve(value: Any, refs: dict[str, Any], conditions: Mapping[str, bool] | None = None) -> Any:
+    """A template value with Ref, GetAtt, Sub, If and the condition functions replaced from `refs` (keys:
+    `Name` or `Name.Attr`) and `conditions`; AWS::NoValue leaves its property or list item out."""
+    conditions = {} if conditions is None else conditions
     if isinstance(value, dict) and len(value) == 1:
         ((key, arg),) = value.items()
         if key == "Ref":
-            return refs[arg]
+            return NO_VALUE if arg == "AWS::NoValue" else refs[arg]
         if key == "Fn::GetAtt":
             return refs[".".join(arg)]
         if key == "Fn::Sub":
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m.group(1)]), arg)
+        if key == "Fn::If":
+            name, when_true, when_false = arg
+            return resolve(when_true if conditions[name] else when_false, refs, conditions)
+        if key in _CONDITION_FUNCTIONS and isinstance(arg, list):
+            return _CONDITION_FUNCTIONS[key]([resolve(item, refs, conditions) for item in arg])
+        if key == "Condition" and isinstance(arg, str):
+            return conditions[arg]
     if isinstance(value, dict):
-        return {k: resolve(v, refs) for k, v in value.items()}
+        resolved = {k: resolve(v, refs, conditions) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
     if isinstance(value, list):
-        return [resolve(v, refs) for v in value]
+        return [v for v in (resolve(item, refs, conditions) for item in value) if v is not NO_VALUE]
     return value
+
+
+_CONDITION_FUNCTIONS: dict[str, Any] = {
+    "Fn::Equals": lambda args: args[0] == args[1],
+    "Fn::Not": lambda args: not args[0],
+    "Fn::And": all,
+    "Fn::Or": any,
+}
 
 
 def _function(

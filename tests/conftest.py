@@ -13,10 +13,11 @@ from moto import mock_aws
 from aggregator import config
 from aggregator.observability import logger
 from aggregator.store import open_store
+from aggregator.store.dynamodb import DynamoDbStore
 from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
 from local.sample_upstream import SampleUpstream
-from tests.helpers import TEMPLATE, reset_settings, template_refs
+from tests.helpers import BACKENDS, TEMPLATE, create_template_tables, reset_settings, template_refs
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +32,8 @@ def environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("QUEUE_URL", raising=False)
+    for name in ("STORE_BACKEND", "POSTS_TABLE", "JOBS_TABLE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
     reset_settings()
     yield
@@ -47,16 +50,35 @@ def upstream(monkeypatch):
 
 
 @pytest.fixture
-def sqs(monkeypatch):
-    """moto's SQS with the template's queues; QUEUE_URL points at the fetch queue."""
+def aws():
+    """moto's AWS, in this process, for the test."""
     with mock_aws():
-        client = boto3.client("sqs")
-        queues = create_queues(client, TEMPLATE, template_refs())
-        monkeypatch.setenv("QUEUE_URL", queues["FetchQueue"]["url"])
-        reset_settings()
-        yield SimpleNamespace(
-            client=client, url=queues["FetchQueue"]["url"], dlq_url=queues["FetchDeadLetterQueue"]["url"]
-        )
+        yield
+
+
+@pytest.fixture
+def sqs(aws, monkeypatch):
+    """moto's SQS with the template's queues; QUEUE_URL points at the fetch queue."""
+    client = boto3.client("sqs")
+    queues = create_queues(client, TEMPLATE, template_refs())
+    monkeypatch.setenv("QUEUE_URL", queues["FetchQueue"]["url"])
+    reset_settings()
+    url, dlq_url = queues["FetchQueue"]["url"], queues["FetchDeadLetterQueue"]["url"]
+    return SimpleNamespace(client=client, url=url, dlq_url=dlq_url)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    """Run the test once per store backend, configured as the functions read it: SQLite on the test's own
+    file, or DynamoDB on the template's tables in moto."""
+    monkeypatch.setenv("STORE_BACKEND", request.param)
+    if request.param == "dynamodb":
+        request.getfixturevalue("aws")
+        tables = create_template_tables(boto3.client("dynamodb"))
+        monkeypatch.setenv("POSTS_TABLE", tables["PostsTable"]["name"])
+        monkeypatch.setenv("JOBS_TABLE", tables["JobsTable"]["name"])
+    reset_settings()
+    return request.param
 
 
 @pytest.fixture
@@ -90,8 +112,23 @@ def db_path(tmp_path):
 
 
 @pytest.fixture
-def db(db_path):
-    """A store on a SQLite file of the test's own, closed after the test."""
-    store = SqliteStore(db_path)
+def db(backend, db_path):
+    """A store of the test's own, of each backend in turn (a SQLite file; moto's DynamoDB), closed after."""
+    store = _open_db(backend, db_path)
     yield store
     store.close()
+
+
+@pytest.fixture
+def other_db(backend, db_path):
+    """A second store on the same data as `db`, as another process would open it."""
+    store = _open_db(backend, db_path)
+    yield store
+    store.close()
+
+
+def _open_db(backend: str, db_path: str):
+    if backend == "sqlite":
+        return SqliteStore(db_path)
+    settings = config.settings()
+    return DynamoDbStore(settings.posts_table, settings.jobs_table, boto3.client("dynamodb"))

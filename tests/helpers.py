@@ -8,14 +8,16 @@ from typing import Any
 
 from aggregator import config, queue
 from aggregator.models import FetchMode, Job
-from aggregator.store import FetchEnd, Lease, Store
+from aggregator.store import FetchEnd, Lease, Store, close_stores
 from local import template
+from local.cloud import create_tables
 from local.runtime import LambdaContext, load_handler
 from local.template import ROOT
 
 EVENTS = ROOT / "events"
 LEASE_SECONDS = 60.0
 TEMPLATE = template.load()
+BACKENDS = ("sqlite", "dynamodb")
 _handlers: dict[str, Any] = {}
 
 
@@ -23,10 +25,17 @@ def template_refs() -> dict:
     return dict(TEMPLATE.parameters)
 
 
+def create_template_tables(dynamodb) -> dict[str, dict[str, str]]:
+    """The template's DynamoDB tables (StoreBackend=dynamodb), created with `dynamodb` as the local stack does."""
+    refs = template_refs() | {"StoreBackend": "dynamodb"}
+    return create_tables(dynamodb, TEMPLATE, refs, TEMPLATE.conditions(refs))
+
+
 def reset_settings() -> None:
-    """Forget the settings read so far, so the next use reads the environment again."""
+    """Forget the settings and stores opened so far, so the next use reads the environment again."""
     config.settings.cache_clear()
     queue._sqs.cache_clear()
+    close_stores()
 
 
 def load_event(name: str) -> dict:

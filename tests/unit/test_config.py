@@ -11,6 +11,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.aws_endpoint_url is None
     assert settings.max_receive_count == 3
     assert (settings.worker_timeout, settings.queue_visibility_timeout, settings.db_max_mb) == (60, 360, 1024)
+    assert settings.store_backend == "sqlite"
 
 
 def test_values_come_from_the_environment():
@@ -70,8 +71,22 @@ def test_an_empty_endpoint_means_the_real_aws():
         ("WORKER_TIMEOUT", "0", "between"),
         ("QUEUE_VISIBILITY_TIMEOUT", "-5", "between"),
         ("DB_MAX_MB", "0.5", "whole number"),
+        ("STORE_BACKEND", "postgres", "STORE_BACKEND must be one of sqlite, dynamodb, got 'postgres'"),
+        ("STORE_BACKEND", "DynamoDB", "STORE_BACKEND must be one of"),
+        ("STORE_BACKEND", "dynamodb", "POSTS_TABLE must name a DynamoDB table"),
     ],
 )
 def test_a_malformed_setting_is_named_in_the_error(name, value, says):
     with pytest.raises(ConfigError, match=says):
         load({name: value})
+
+
+def test_with_dynamodb_both_tables_are_named():
+    settings = load({"STORE_BACKEND": "dynamodb", "POSTS_TABLE": "app-Posts-1", "JOBS_TABLE": "app-Jobs-1"})
+    assert (settings.store_backend, settings.posts_table, settings.jobs_table) == (
+        "dynamodb",
+        "app-Posts-1",
+        "app-Jobs-1",
+    )
+    with pytest.raises(ConfigError, match="JOBS_TABLE must name a DynamoDB table"):
+        load({"STORE_BACKEND": "dynamodb", "POSTS_TABLE": "app-Posts-1"})

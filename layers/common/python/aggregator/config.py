@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from aggregator.scrub import scrub
 
 DEFAULT_UPSTREAM_URL = "https://jsonplaceholder.typicode.com/posts"
+STORE_BACKENDS = ("sqlite", "dynamodb")
 SYNC_FETCH_BUDGET = 25.0  # seconds for a whole sync fetch: API Gateway ends a request at 29 s
 DEFAULT_MEMORY_MB = 512  # the template's MemorySize, for a process that Lambda does not run
 # An upstream page may be 1/64 of the function's memory. Its records are decoded one at a time, but one
@@ -30,7 +31,10 @@ class Settings:
     upstream_url: str
     upstream_timeout: float
     upstream_attempts: int
-    db_path: str
+    store_backend: str  # one of STORE_BACKENDS
+    db_path: str  # sqlite: the file
+    posts_table: str  # dynamodb: the tables
+    jobs_table: str
     queue_url: str
     aws_endpoint_url: str | None
     max_receive_count: int
@@ -48,11 +52,15 @@ class Settings:
 
 
 def load(env: Mapping[str, str] = os.environ) -> Settings:
+    backend = _choice(env, "STORE_BACKEND", STORE_BACKENDS)
     return Settings(
         upstream_url=_http_url(env, "UPSTREAM_URL", DEFAULT_UPSTREAM_URL),
         upstream_timeout=_number(env, "UPSTREAM_TIMEOUT", 10.0, low=0.001, high=900.0),
         upstream_attempts=int(_number(env, "UPSTREAM_ATTEMPTS", 3, low=1, high=10, whole=True)),
+        store_backend=backend,
         db_path=_text(env, "DB_PATH", ".local/aggregator.db"),
+        posts_table=_table(env, "POSTS_TABLE", needed=backend == "dynamodb"),
+        jobs_table=_table(env, "JOBS_TABLE", needed=backend == "dynamodb"),
         queue_url=env.get("QUEUE_URL", "").strip(),
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
         max_receive_count=int(_number(env, "MAX_RECEIVE_COUNT", 3, low=1, high=1000, whole=True)),
@@ -75,6 +83,20 @@ def settings() -> Settings:
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip()
     return value or default
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _text(env, name, choices[0])
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _table(env: Mapping[str, str], name: str, *, needed: bool) -> str:
+    value = _text(env, name, "")
+    if needed and not value:
+        raise ConfigError(f"{name} must name a DynamoDB table when STORE_BACKEND is dynamodb")
+    return value
 
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:

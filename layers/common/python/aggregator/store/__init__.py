@@ -216,12 +216,33 @@ _stores = threading.local()
 
 def open_store(settings: Settings) -> Store:
     """This thread's store for the configured backend, opened once and reused across invocations."""
-    opened: dict[str, Store] = _stores.__dict__.setdefault("opened", {})
-    if settings.db_path not in opened:
-        from aggregator.store.sqlite import SqliteStore  # here: each backend imports only what it needs
+    opened: dict[tuple[str | None, ...], Store] = _stores.__dict__.setdefault("opened", {})
+    if settings.store_backend == "dynamodb":
+        key: tuple[str | None, ...] = (settings.posts_table, settings.jobs_table, settings.aws_endpoint_url)
+    else:
+        key = (settings.db_path,)
+    if key not in opened:
+        opened[key] = _open(settings)
+    return opened[key]
 
-        opened[settings.db_path] = SqliteStore(settings.db_path, max_mb=settings.db_max_mb)
-    return opened[settings.db_path]
+
+def _open(settings: Settings) -> Store:
+    # Each backend is imported only when chosen: the SQLite path never pays for boto3's import.
+    if settings.store_backend == "dynamodb":
+        from aggregator.store.dynamodb import DynamoDbStore, dynamodb_client
+
+        return DynamoDbStore(settings.posts_table, settings.jobs_table, dynamodb_client(settings.aws_endpoint_url))
+    from aggregator.store.sqlite import SqliteStore
+
+    return SqliteStore(settings.db_path, max_mb=settings.db_max_mb)
+
+
+def close_stores() -> None:
+    """Close and forget this thread's stores, so the next open_store opens afresh."""
+    opened: dict[tuple[str | None, ...], Store] = _stores.__dict__.setdefault("opened", {})
+    for store in opened.values():
+        store.close()
+    opened.clear()
 
 
 def utc_now() -> str:
@@ -247,6 +268,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UnknownJob",
+    "close_stores",
     "fill_page",
     "iso",
     "json_string_bytes",

@@ -1,4 +1,5 @@
-"""The SQLite backend: schema, post merges, job records and queries. The only module with SQL."""
+"""The SQLite backend: schema, post merges, job records and queries; and the staging of a fetch that the
+DynamoDB backend merges from. The only module with SQL."""
 
 from __future__ import annotations
 
@@ -121,6 +122,40 @@ UPDATE jobs SET status = 'failed', finished_at = ?, lease_token = NULL, error = 
     fetched = COALESCE(?, fetched), pages = COALESCE(?, pages)
 WHERE job_id = ? AND status IN (?, ?) AND (? IS NULL OR lease_token = ?)
 """
+
+
+class StagedPosts:
+    """A fetch staged in a private temporary SQLite database, deleted when closed: a later duplicate replaces
+    an earlier one, and the posts come back in id order. Memory follows SQLite's page cache (it spills to a
+    temporary file), not the size of the fetch."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)  # "": a temporary database of this connection's own
+        self._db.execute(STAGING)
+
+    def __enter__(self) -> StagedPosts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._db.close()
+
+    def add(self, pages: Iterable[Sequence[PostRow]]) -> int:
+        """Stage every page; how many distinct posts are staged."""
+        self._db.execute("BEGIN")
+        for page in pages:
+            self._db.executemany(STAGE_POST, page)
+        self._db.execute("COMMIT")
+        count: int = self._db.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
+        return count
+
+    def id_range(self) -> tuple[int, int] | None:
+        """The lowest and highest staged id; None if nothing is staged."""
+        low, high = self._db.execute("SELECT min(id), max(id) FROM temp.incoming").fetchone()
+        return None if low is None else (low, high)
+
+    def rows(self) -> Iterator[PostRow]:
+        """The staged posts in id order, read as they are used."""
+        yield from self._db.execute("SELECT id, user_id, title, body FROM temp.incoming ORDER BY id")
 
 
 class SqliteStore:

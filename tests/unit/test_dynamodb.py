@@ -1,0 +1,146 @@
+"""What only the DynamoDB backend does, seen in the requests it makes to moto's DynamoDB: it writes only what
+changed, reads a page in one Query, takes the fetch lease by a conditional write, keeps a large post in
+parts, and, unlike SQLite, applies a merge in many writes, which a redelivered job completes."""
+
+import boto3
+import pytest
+
+from aggregator import ingest
+from aggregator.config import load
+from aggregator.models import ClaimOutcome, FetchMode, JobStatus
+from aggregator.store.dynamodb import LEASE, DynamoDbStore
+from tests.unit.test_store import incompressible_text, rows
+
+pytestmark = pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
+
+
+class Requests:
+    """Every request a store's client sends, by operation, with its parameters."""
+
+    def __init__(self, client):
+        self.sent: list[tuple[str, dict]] = []
+        client.meta.events.register("before-parameter-build.dynamodb.*", self._record)
+
+    def _record(self, model, params, **_):
+        self.sent.append((model.name, dict(params)))
+
+    def named(self, operation: str) -> list[dict]:
+        return [body for name, body in self.sent if name == operation]
+
+    def puts(self) -> int:
+        return sum(
+            "PutRequest" in request
+            for body in self.named("BatchWriteItem")
+            for requests in body["RequestItems"].values()
+            for request in requests
+        )
+
+
+@pytest.fixture
+def dynamo(backend):
+    """A store with its own client, whose requests the test can watch and interrupt."""
+    from aggregator.config import settings
+
+    client = boto3.client("dynamodb")
+    store = DynamoDbStore(settings().posts_table, settings().jobs_table, client)
+    yield store, client
+    store.close()
+
+
+def posts_settings(upstream):
+    return load({"UPSTREAM_URL": upstream.url, "UPSTREAM_ATTEMPTS": "1"})
+
+
+def test_an_unchanged_refetch_reads_once_and_writes_nothing(dynamo):
+    store, client = dynamo
+    store.upsert_posts([rows(*range(1, 101))])
+    requests = Requests(client)
+    assert store.upsert_posts([rows(*range(1, 101))]).unchanged == 100
+    assert [name for name, _ in requests.sent] == ["Query"]
+
+
+def test_only_new_and_changed_posts_are_written(dynamo):
+    store, client = dynamo
+    store.upsert_posts([rows(*range(1, 101))])
+    requests = Requests(client)
+    merge = store.upsert_posts([rows(*range(1, 99)) + rows(99, 100, title="new") + rows(101)])
+    assert (merge.inserted, merge.updated, merge.unchanged) == (1, 2, 98)
+    assert requests.puts() == 3
+
+
+def test_a_page_is_one_query_and_a_user_page_one_query_of_the_index(dynamo):
+    store, client = dynamo
+    store.upsert_posts([rows(*range(1, 301))])
+    requests = Requests(client)
+    assert store.page_of_posts_json(user_id=None, after_id=0, limit=100, max_bytes=5_000_000).post_count == 100
+    assert store.page_of_posts_json(user_id=2, after_id=0, limit=100, max_bytes=5_000_000).post_count == 100
+    [everyone, user] = requests.named("Query")
+    assert (everyone.get("IndexName"), everyone["Limit"]) == (None, 101)  # one more tells whether more remain
+    assert (user["IndexName"], user["Limit"]) == ("by_user", 101)
+
+
+def test_a_claim_that_loses_the_race_for_the_lease_joins_the_winners_job(dynamo):
+    store, client = dynamo
+    other = DynamoDbStore(store._posts, store._jobs, boto3.client("dynamodb"))
+    won = []
+
+    def the_other_claims_first(**_):
+        if not won:  # between this claim's read of the lease and its conditional write
+            won.append(other.claim_job(FetchMode.TASK, fresh_for=0, stale_after=3600, sync_stale_after=120))
+
+    client.meta.events.register("before-call.dynamodb.TransactWriteItems", the_other_claims_first)
+    lost = store.claim_job(FetchMode.SYNC, fresh_for=0, stale_after=3600, sync_stale_after=120)
+    assert won[0].outcome == ClaimOutcome.STARTED
+    assert (lost.outcome, lost.job.job_id) == (ClaimOutcome.JOINED, won[0].job.job_id)
+    assert [job.job_id for job in store.list_jobs()] == [won[0].job.job_id]
+
+
+def test_the_lease_is_no_job(dynamo):
+    store, _ = dynamo
+    store.claim_job(FetchMode.TASK, fresh_for=0, stale_after=3600, sync_stale_after=120)
+    assert store.get_job(LEASE) is None
+    assert store.start_job(LEASE) is None
+    assert len(store.list_jobs()) == 1
+
+
+def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dynamo, upstream):
+    store, client = dynamo
+    settings = posts_settings(upstream)
+    ingest.fetch_now(store, settings)
+    for post in upstream.posts:
+        post["title"] = "v2"
+    job = store.create_job(FetchMode.TASK)
+    sent = []
+
+    def fail_after_two_batches(**_):
+        sent.append(1)
+        if len(sent) > 2:
+            raise ConnectionError("the worker lost DynamoDB mid-merge")
+
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", fail_after_two_batches)
+    with pytest.raises(ingest.RetryLater):
+        ingest.run_job(store, settings, job.job_id, last_attempt=False)
+    titles = [post.title for post in store.list_posts()]
+    assert titles == ["v2"] * 50 + [f"post {i} title" for i in range(51, 101)]  # readers see it partly applied
+    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fail_after_two_batches)
+    done = ingest.run_job(store, settings, job.job_id, last_attempt=False).job  # the message comes back
+    assert (done.status, done.inserted, done.updated, done.unchanged) == (JobStatus.SUCCEEDED, 0, 50, 50)
+    assert {post.title for post in store.list_posts()} == {"v2"}
+
+
+def test_a_large_post_leaves_no_parts_behind_when_it_changes(dynamo):
+    store, client = dynamo
+
+    def parts():
+        found = client.scan(TableName=store._posts)["Items"]
+        return sorted(int(item["id"]["N"]) for item in found if item["bucket"]["N"] != "0")
+
+    body = incompressible_text(400_000)
+    store.upsert_posts([[(1, 1, "t", body)]])
+    first = parts()
+    assert len(first) >= 2, "more than one item's worth"
+    store.upsert_posts([[(1, 1, "t", body + "!")]])
+    second = parts()
+    assert len(second) == len(first) and not set(first) & set(second)
+    store.upsert_posts([[(1, 1, "t", "short")]])
+    assert parts() == []
