@@ -1,5 +1,5 @@
-"""template.yaml deployed on this machine: moto as the cloud, the template's queues in it, and a pool of
-instances per function, each function with its own environment.
+"""template.yaml deployed on this machine: moto as the cloud, the template's queues and tables in it, and a
+pool of instances per function, each function with its own environment.
 
 Variables override the template the way `sam local --env-vars` does, for the variables a function
 declares. Where the template sets a variable from a parameter (`!Ref MaxReceiveCount`), the override
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from local import template as tpl
-from local.cloud import create_queues
+from local.cloud import create_queues, create_tables
 from local.instance import LogSink
 from local.pool import FunctionPool
 from local.sandbox import REGION, Sandbox, runtime_client, sandbox
@@ -26,6 +26,7 @@ OVERRIDABLE = (
     "UPSTREAM_URL",
     "UPSTREAM_TIMEOUT",
     "UPSTREAM_ATTEMPTS",
+    "STORE_BACKEND",
     "DB_PATH",
     "DB_MAX_MB",
     "MAX_RECEIVE_COUNT",
@@ -55,7 +56,9 @@ class Deployment:
         self.template, self.options, self._log = template, options, log
         self.parameters = self._parameters()
         self.refs: dict[str, Any] = {**self.parameters, "AWS::Region": REGION, "AWS::StackName": STACK_NAME}
+        self.conditions = template.conditions(self.refs)
         self.queues: dict[str, dict[str, str]] = {}
+        self.tables: dict[str, dict[str, str]] = {}
         self.pools: dict[str, FunctionPool] = {}
         self._moto: Any = None
 
@@ -68,6 +71,7 @@ class Deployment:
         self.cloud_url = "http://{}:{}".format(*self._moto.get_host_and_port())
         self.sqs = self.aws("sqs")
         self.queues = create_queues(self.sqs, self.template, self.refs, self.options.visibility_timeout)
+        self.tables = create_tables(self.aws("dynamodb"), self.template, self.refs, self.conditions)
         self.client = runtime_client(self.options.runtime_client)
         for name, function in self.template.functions.items():
             box = sandbox(function, self.variables(function), self.client, CREDENTIALS)
@@ -98,7 +102,8 @@ class Deployment:
         function never reaches real AWS.
         """
         try:
-            declared = {name: _text(tpl.resolve(value, self.refs)) for name, value in function.environment.items()}
+            resolved = tpl.resolve(function.environment, self.refs, self.conditions)  # AWS::NoValue drops one
+            declared = {name: _text(value) for name, value in resolved.items()}
         except KeyError as exc:
             raise DeploymentError(f"{function.name}: the template refers to {exc}, which it does not define") from None
         wanted = {"AWS_ENDPOINT_URL": self.cloud_url} | self._overrides(function.name)

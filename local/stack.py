@@ -97,6 +97,7 @@ class LocalStack:
         self.schedulers: list[Scheduler] = []
         self.upstream_url = ""
         self.function_overrides: dict[str, dict[str, str]] = {}  # an --env-vars file
+        self._tables: Store | None = None
         self._stopping = threading.Event()
 
     def start(self) -> LocalStack:
@@ -261,7 +262,14 @@ class LocalStack:
         from aggregator.config import load
         from aggregator.store import open_store
 
-        return open_store(load(pool.sandbox.environment))
+        settings = load(pool.sandbox.environment)
+        if settings.store_backend != "dynamodb":
+            return open_store(settings)
+        if self._tables is None:  # with the emulator's credentials, which this process may not have
+            from aggregator.store.dynamodb import DynamoDbStore
+
+            self._tables = DynamoDbStore(settings.posts_table, settings.jobs_table, self.deployment.aws("dynamodb"))
+        return self._tables
 
     def _start_schedules(self) -> None:
         for schedule in self.template.schedules:
@@ -305,7 +313,7 @@ class LocalStack:
             ("api", f"{self.api.url}   (docs: {self.api.url}/docs, /redoc, /openapi.json)"),
             ("cloud", f"moto at {cloud}: {queues}; dashboard {cloud}/moto-api/"),
             ("upstream", scrub(self.upstream_url) + ("   (sample posts)" if self.options.upstream == "sample" else "")),
-            ("database", self.options.db_path),
+            ("database", self._database()),
             ("api key", "required in x-api-key for " + ", ".join(keyed) if self.options.api_key else "not required"),
             ("functions", f"a process per instance, under {_client_name(self.deployment.client)}; up to "
                           f"{self.options.concurrency} instances each where the template reserves no concurrency"),
@@ -323,6 +331,10 @@ class LocalStack:
         for scheduler in self.schedulers:
             rows.append(("schedule", f"{scheduler.pool.name} at {scheduler.expression}"))
         return "\n".join(f"  {name:<9} {text}" for name, text in rows)
+
+    def _database(self) -> str:
+        tables = ", ".join(self.deployment.tables)
+        return f"DynamoDB tables {tables} in moto, kept while the stack runs" if tables else self.options.db_path
 
 
 def request_line(method: str, target: str, answer: Answer, seconds: float) -> str:

@@ -18,10 +18,22 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
+import boto3
+
 from local.template import ROOT
 from tests.api_document import answer_problems
 
-HARNESS_SETTINGS = ("UPSTREAM_URL", "UPSTREAM_TIMEOUT", "UPSTREAM_ATTEMPTS", "DB_PATH", "QUEUE_URL", "AWS_ENDPOINT_URL")
+HARNESS_SETTINGS = (
+    "UPSTREAM_URL",
+    "UPSTREAM_TIMEOUT",
+    "UPSTREAM_ATTEMPTS",
+    "STORE_BACKEND",
+    "DB_PATH",
+    "POSTS_TABLE",
+    "JOBS_TABLE",
+    "QUEUE_URL",
+    "AWS_ENDPOINT_URL",
+)
 
 
 def user_environment() -> dict[str, str]:
@@ -36,6 +48,7 @@ class RunningStack:
     checked: ClassVar[int] = 0
 
     def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()):
+        self.env = env
         self.lines: list[str] = []
         self.checks_answers = "--template" not in args  # another template's API has another document
         self.process = subprocess.Popen(
@@ -63,6 +76,23 @@ class RunningStack:
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
+
+    def store(self):
+        """The store as the stack's functions see it, opened from this process: its SQLite file, or its
+        tables (named by their logical ids) in its moto."""
+        from aggregator.store.dynamodb import DynamoDbStore
+        from aggregator.store.sqlite import SqliteStore
+
+        if self.env.get("STORE_BACKEND") != "dynamodb":
+            return SqliteStore(self.env["DB_PATH"])
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=self.cloud_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        return DynamoDbStore("PostsTable", "JobsTable", client)
 
     def request(self, method: str, path: str, headers: dict | None = None):
         """(status, headers, body) of one request over a real socket; the answer is checked against the document."""
