@@ -49,6 +49,8 @@ PARAMETER_SETS = {
     },
     "alarms notify a topic": {"AlarmTopicArn": ALARM_TOPIC},
     "the account's logging role left alone": {"SetApiGatewayLoggingRole": "false"},
+    "DynamoDB": {"StoreBackend": "dynamodb"},
+    "DynamoDB, a network given and not needed": {"StoreBackend": "dynamodb", **EXISTING_NETWORK},
 }
 
 # Resources that hold data a delete or a replacement would destroy.

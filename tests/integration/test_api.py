@@ -1,4 +1,5 @@
-"""Every API route through its real handler, with the events in events/ and a real SQLite file."""
+"""Every API route through its real handler, with the events in events/, on each store backend: a real SQLite
+file and moto's DynamoDB."""
 
 import json
 import os
@@ -16,6 +17,8 @@ from aggregator.models import JobStatus
 from aggregator.routes.reads import LAMBDA_RESPONSE_LIMIT, PAGE_BUDGET_BYTES
 from aggregator.store import open_store
 from tests.helpers import api_event, body, invoke, load_event, reset_settings
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 UNKNOWN_JOB = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
 

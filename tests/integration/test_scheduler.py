@@ -1,4 +1,4 @@
-"""The schedule's function through its real handler, with the committed EventBridge event."""
+"""The schedule's function through its real handler, with the committed EventBridge event, on each store backend."""
 
 import json
 
@@ -7,6 +7,8 @@ import pytest
 from aggregator.models import FetchMode, JobStatus
 from aggregator.queue import QueueError
 from tests.helpers import LEASE_SECONDS, invoke, load_event, queued_job
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def test_a_scheduled_event_queues_a_scheduled_fetch(sqs, store):

@@ -18,7 +18,7 @@ from tests.cloudformation import (
     Stack,
     translate,
 )
-from tests.helpers import invoke, load_event
+from tests.helpers import api_event, body, invoke, load_event
 
 
 @pytest.fixture(params=list(PARAMETER_SETS))
@@ -111,6 +111,10 @@ def test_what_holds_data_or_serves_the_account_outlives_the_stack_and_nothing_el
         assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
     for file_system in stack.of_type("AWS::EFS::FileSystem").values():
         assert file_system["Encrypted"] is True and file_system["BackupPolicy"] == {"Status": "ENABLED"}
+    for table in stack.of_type("AWS::DynamoDB::Table").values():
+        assert table["BillingMode"] == "PAY_PER_REQUEST", "nothing billed while idle"
+        assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert table["SSESpecification"] == {"SSEEnabled": True}
     for log_group in stack.of_type("AWS::Logs::LogGroup").values():
         assert STACK_NAME in log_group["LogGroupName"], "kept, it would block a new stack of the same name"
 
@@ -228,6 +232,54 @@ def test_functions_reach_the_network_they_are_given_or_the_one_created(stack):
         assert_private_subnets_reach_the_internet_through_a_nat(stack, subnets)
 
 
+def test_the_store_backend_chosen_is_the_one_deployed_and_the_functions_are_told_where_it_is(stack):
+    backend = stack.parameters["StoreBackend"]
+    tables = stack.of_type("AWS::DynamoDB::Table")
+    assert bool(tables) == (backend == "dynamodb")
+    assert bool(stack.of_type("AWS::EFS::FileSystem")) == (backend == "sqlite")
+    for name, function in functions(stack).items():
+        variables = function["Environment"]["Variables"]
+        assert variables["STORE_BACKEND"] == backend, name
+        if backend == "dynamodb":
+            assert (variables["POSTS_TABLE"], variables["JOBS_TABLE"]) == (Ref("PostsTable"), Ref("JobsTable")), name
+        else:
+            assert variables["DB_PATH"].startswith("/mnt/data/"), name
+
+
+def test_with_dynamodb_the_functions_sit_in_no_vpc_and_there_is_no_efs_and_no_nat(stack):
+    if stack.parameters["StoreBackend"] != "dynamodb":
+        pytest.skip("SQLite: the functions reach EFS in a VPC (the tests above)")
+    network = {"AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::NatGateway", "AWS::EC2::EIP", "AWS::EC2::SecurityGroup"}
+    assert not {r["Type"] for r in stack.resources.values()} & (network | {"AWS::EFS::FileSystem"})
+    for name, function in functions(stack).items():
+        assert "VpcConfig" not in function and "FileSystemConfigs" not in function, name
+    posts = stack.props("PostsTable")
+    assert [key["AttributeName"] for key in posts["KeySchema"]] == ["bucket", "id"]
+    [by_user] = posts["GlobalSecondaryIndexes"]
+    assert [key["AttributeName"] for key in by_user["KeySchema"]] == ["user_id", "id"]
+    assert by_user["Projection"] == {"ProjectionType": "ALL"}, "a user's page is one Query, with no reads back"
+    assert [key["AttributeName"] for key in stack.props("JobsTable")["KeySchema"]] == ["job_id"]
+
+
+def dynamodb_statements(stack: Stack, function: dict) -> list[dict]:
+    role = stack.props(function["Role"].resource)
+    statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    return [s for s in statements if any(action.startswith("dynamodb:") for action in s["Action"])]
+
+
+def test_dynamodb_access_is_scoped_to_the_tables_and_their_index_and_reads_only_read(stack):
+    tables = {GetAtt(name, "Arn") for name in stack.of_type("AWS::DynamoDB::Table")}
+    indexes = {f"${{{name}.Arn}}/index/*" for name in stack.of_type("AWS::DynamoDB::Table")}
+    for name, function in functions(stack).items():
+        statements = dynamodb_statements(stack, function)
+        assert bool(statements) == (bool(tables) and name != "DocsFunction"), name
+        for statement in statements:
+            assert statement["Effect"] == "Allow" and set(statement["Resource"]) <= tables | indexes, name
+        actions = {action for statement in statements for action in statement["Action"]}
+        if name == "ReadApiFunction" and tables:
+            assert actions == {"dynamodb:GetItem", "dynamodb:Query"}
+
+
 def assert_private_subnets_reach_the_internet_through_a_nat(stack: Stack, subnets: list[Ref]) -> None:
     zones = {json.dumps(stack.props(s.resource)["AvailabilityZone"]) for s in subnets}
     assert len(zones) == 2
@@ -253,9 +305,27 @@ def test_functions_mount_the_retained_file_system_where_db_path_points(stack):
         targets = {
             n for n, t in stack.of_type("AWS::EFS::MountTarget").items() if t["FileSystemId"] == Ref(file_system)
         }
-        assert set(stack.resources[name]["DependsOn"]) >= targets, "Lambda refuses a mount with no target yet"
+        assert dependencies(stack, name) >= targets, "Lambda refuses a mount with no target yet"
         subnets = {json.dumps(t["SubnetId"], default=str) for t in stack.of_type("AWS::EFS::MountTarget").values()}
         assert subnets == {json.dumps(s, default=str) for s in function["VpcConfig"]["SubnetIds"]}
+
+
+def dependencies(stack: Stack, name: str) -> set[str]:
+    """What a resource is created after: its DependsOn, and what a wait condition handle among them refers to."""
+    direct = stack.resources[name].get("DependsOn", [])
+    found = set([direct] if isinstance(direct, str) else direct)
+    for handle in list(found):
+        if stack.resources[handle]["Type"] == "AWS::CloudFormation::WaitConditionHandle":
+            found |= {ref.resource for ref in refs_in(stack.resolve(stack.resources[handle].get("Metadata", {})))}
+    return found
+
+
+def refs_in(value) -> list[Ref]:
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [ref for item in value for ref in refs_in(item)] if isinstance(value, list) else []
 
 
 def test_nfs_reaches_efs_only_from_the_functions(stack):
@@ -337,3 +407,62 @@ def test_a_message_naming_no_known_job_fails_without_a_failed_fetch_so_only_the_
     assert response["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert not any("FetchFailures" in line for line in emitted)
+
+
+class DynamoDbRequests:
+    """What IAM checks for each DynamoDB request a store's client sends: (action, resource) pairs, the
+    resource as the translated template names it (a table's GetAtt Arn, or its index ARN)."""
+
+    ITEM_ACTIONS = {
+        "Put": "PutItem",
+        "Update": "UpdateItem",
+        "Delete": "DeleteItem",
+        "ConditionCheck": "ConditionCheckItem",
+    }
+
+    def __init__(self, client):
+        self.needed: set[tuple[str, object]] = set()
+        client.meta.events.register("before-parameter-build.dynamodb.*", self._record)
+
+    def _record(self, model, params, **_):
+        if model.name == "TransactWriteItems":
+            for item in params["TransactItems"]:
+                ((kind, request),) = item.items()
+                self.needed.add((f"dynamodb:{self.ITEM_ACTIONS[kind]}", GetAtt(request["TableName"], "Arn")))
+        elif model.name == "BatchWriteItem":
+            self.needed |= {("dynamodb:BatchWriteItem", GetAtt(table, "Arn")) for table in params["RequestItems"]}
+        else:
+            table = params["TableName"]
+            resource = f"${{{table}.Arn}}/index/*" if "IndexName" in params else GetAtt(table, "Arn")
+            self.needed.add((f"dynamodb:{model.name}", resource))
+
+
+@pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
+def test_every_dynamodb_request_a_function_makes_is_one_its_role_allows(backend, upstream, sqs):
+    """The tables are named by their logical ids here, as the local stack names them."""
+    from aggregator.config import settings
+    from aggregator.store import open_store
+
+    upstream.posts[0]["body"] = "é" * 400_000  # kept in parts, which a read fetches from the table
+    stack = Stack({"StoreBackend": "dynamodb"})
+    requests = DynamoDbRequests(open_store(settings())._db)
+    queued = body(invoke("FetchApiFunction", load_event("post_fetch_task")))["job_id"]
+    worker_event = load_event("sqs_fetch_job")
+    worker_event["Records"][0]["body"] = json.dumps({"job_id": queued})
+    runs = [
+        ("WorkerFunction", worker_event),
+        ("FetchApiFunction", load_event("post_fetch_sync")),
+        ("FetchApiFunction", load_event("post_fetch_task")),
+        ("SchedulerFunction", load_event("schedule")),
+        ("ReadApiFunction", load_event("get_data")),
+        ("ReadApiFunction", load_event("get_data_by_user")),
+        ("ReadApiFunction", api_event("get_job_status", path_params={"job_id": queued})),
+    ]
+    for function, event in runs:
+        requests.needed.clear()
+        invoke(function, event)
+        assert requests.needed, f"{function} made no DynamoDB request"
+        statements = dynamodb_statements(stack, functions(stack)[function])
+        for action, resource in requests.needed:
+            allowed = any(action in s["Action"] and resource in s["Resource"] for s in statements)
+            assert allowed, f"{function}'s role does not allow {action} on {resource}"

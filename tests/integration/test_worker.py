@@ -1,4 +1,4 @@
-"""The worker through its real handler: SQS events from events/ and from moto's queue."""
+"""The worker through its real handler: SQS events from events/ and from moto's queue, on each store backend."""
 
 import copy
 import json
@@ -11,6 +11,8 @@ from aggregator import queue
 from aggregator.config import settings
 from aggregator.models import FetchMode, JobStatus
 from tests.helpers import LEASE_SECONDS, invoke, load_event, queued_job
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def sqs_event(*records):
