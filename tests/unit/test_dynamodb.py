@@ -47,16 +47,41 @@ def dynamo(backend):
     store.close()
 
 
+def fail_after(batches: int):
+    """A fault for BatchWriteItem: the connection is lost once `batches` batches have been sent."""
+    sent = []
+
+    def fail(**_):
+        sent.append(1)
+        if len(sent) > batches:
+            raise ConnectionError("lost DynamoDB mid-merge")
+
+    return fail
+
+
 def posts_settings(upstream):
     return load({"UPSTREAM_URL": upstream.url, "UPSTREAM_ATTEMPTS": "1"})
 
 
-def test_an_unchanged_refetch_reads_once_and_writes_nothing(dynamo):
+def test_a_fetch_equal_to_the_last_merged_one_reads_no_post_and_writes_nothing(dynamo):
     store, client = dynamo
     store.upsert_posts([rows(*range(1, 101))])
     requests = Requests(client)
     assert store.upsert_posts([rows(*range(1, 101))]).unchanged == 100
-    assert [name for name, _ in requests.sent] == ["Query"]
+    assert [name for name, _ in requests.sent] == ["GetItem"]  # the lease, which holds the last merge's digest
+
+
+def test_after_a_merge_cut_short_even_the_fetch_before_it_is_compared_post_by_post(dynamo):
+    store, client = dynamo
+    store.upsert_posts([rows(*range(1, 101))])
+    fault = fail_after(1)
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
+    with pytest.raises(ConnectionError):
+        store.upsert_posts([rows(*range(1, 101), title="v2")])
+    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
+    merge = store.upsert_posts([rows(*range(1, 101))])  # the data the table held before the cut-short merge
+    assert (merge.updated, merge.unchanged) == (25, 75)
+    assert {post.title.split()[0] for post in store.list_posts()} == {"t"}
 
 
 def test_only_new_and_changed_posts_are_written(dynamo):
@@ -110,19 +135,13 @@ def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dyna
     for post in upstream.posts:
         post["title"] = "v2"
     job = store.create_job(FetchMode.TASK)
-    sent = []
-
-    def fail_after_two_batches(**_):
-        sent.append(1)
-        if len(sent) > 2:
-            raise ConnectionError("the worker lost DynamoDB mid-merge")
-
-    client.meta.events.register("before-call.dynamodb.BatchWriteItem", fail_after_two_batches)
+    fault = fail_after(2)
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
     with pytest.raises(ingest.RetryLater):
         ingest.run_job(store, settings, job.job_id, last_attempt=False)
     titles = [post.title for post in store.list_posts()]
     assert titles == ["v2"] * 50 + [f"post {i} title" for i in range(51, 101)]  # readers see it partly applied
-    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fail_after_two_batches)
+    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
     done = ingest.run_job(store, settings, job.job_id, last_attempt=False).job  # the message comes back
     assert (done.status, done.inserted, done.updated, done.unchanged) == (JobStatus.SUCCEEDED, 0, 50, 50)
     assert {post.title for post in store.list_posts()} == {"v2"}

@@ -10,9 +10,10 @@ A post whose title and body pass INLINE_BYTES (an item holds at most 400 KB) kee
 part items (bucket `-id`, sort keys derived from the text's digest), written before the post that names
 them and deleted after it no longer does.
 
-Jobs: partition key `job_id`. The item LEASE names the job a claim started last (`active`) and the
-latest success (`succeeded`, `succeeded_at`). A claim starts a job only by a conditional write on the
-lease, in one transaction with the new job, so two claims never both start one.
+Jobs: partition key `job_id`. The item LEASE names the job a claim started last (`active`), the latest
+success (`succeeded`, `succeeded_at`) and the digest of the posts the last whole merge left (`merged`):
+a fetch with that same digest reads no post and writes none. A claim starts a job only by a conditional
+write on the lease, in one transaction with the new job, so two claims never both start one.
 
 What differs from SQLite: a merge is many writes, not one transaction, so readers may see a fetch partly
 applied; a failed fetch still writes nothing, since nothing is written before every page has been read;
@@ -84,6 +85,10 @@ class DynamoDbStore:
             span = staged.id_range()
             if span is None:
                 return Merge(staged=0, inserted=0, updated=0)
+            fetched = _digest_of(staged.rows())
+            if self._lease().get("merged") == fetched:  # the very posts the last whole merge left
+                return Merge(staged=count, inserted=0, updated=0)
+            self._remember_merged(None)  # a merge cut short leaves none: the next one compares every post
             writer = _BatchWriter(self._db, self._posts)
             inserted = updated = 0
             for row, stored in _beside(staged.rows(), self._query(self._posts_between(*span))):
@@ -92,6 +97,7 @@ class DynamoDbStore:
                 inserted, updated = inserted + (stored is None), updated + (stored is not None)
                 self._write_post(writer, row, stored)
             writer.finish()
+            self._remember_merged(fetched)
         return Merge(staged=count, inserted=inserted, updated=updated)
 
     def count_posts(self) -> int:
@@ -299,6 +305,16 @@ class DynamoDbStore:
             raise
         return True
 
+    def _remember_merged(self, digest: str | None) -> None:
+        """Record on the lease the digest of the posts a whole merge left, or forget it."""
+        change = {"UpdateExpression": "SET #m = :m", "ExpressionAttributeValues": {":m": {"S": digest}}}
+        self._db.update_item(
+            TableName=self._jobs,
+            Key={"job_id": {"S": LEASE}},
+            ExpressionAttributeNames={"#m": "merged"},
+            **(change if digest else {"UpdateExpression": "REMOVE #m"}),
+        )
+
     def _record_success(self, job: Job) -> None:
         """Make `job` the lease's latest success, unless a later one is recorded already."""
         try:
@@ -387,6 +403,14 @@ def _beside(rows: Iterator[PostRow], stored: Iterator[Item]) -> Iterator[tuple[P
         while current is not None and int(current["id"]["N"]) < row[0]:
             current = next(stored, None)
         yield row, (current if current is not None and int(current["id"]["N"]) == row[0] else None)
+
+
+def _digest_of(rows: Iterable[PostRow]) -> str:
+    """One digest of a whole fetch, its posts in id order."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def _same(stored: Item, row: PostRow) -> bool:
