@@ -22,6 +22,7 @@ from pathlib import Path
 
 import requests
 
+from bench import dynamodb
 from local.console import Console
 from local.deployment import CREDENTIALS
 from local.instance import Instance
@@ -50,7 +51,7 @@ rows: list[tuple[str, str, str, str]] = []
 def report(name: str, ours: str, baseline: str, ratio: float | None, goal: str) -> None:
     verdict = "" if ratio is None else f"{ratio:.2f}x"
     rows.append((name, ours, baseline, verdict, goal))
-    print(f"  {name:<34} {ours:>16} {baseline:>16} {verdict:>7}   goal {goal}", flush=True)
+    print(f"  {name:<44} {ours:>12} {baseline:>16} {verdict:>8}   goal {goal}", flush=True)
 
 
 @contextmanager
@@ -190,22 +191,29 @@ def hello_event() -> bytes:
 
 def bench_cold_starts(workdir: Path) -> None:
     with sample_upstream(100, 0) as url:
-        options = Options(upstream=url, db_path=str(workdir / "cold.db"), reload=False)
-        stack = LocalStack(options, Console(stream=io.StringIO()))
-        deployment = stack.deploy()
-        try:
-            anchor_box = anchor_sandbox(deployment.client)
-            anchor = statistics.median(cold_start_seconds(anchor_box, hello_event()) for _ in range(7))
-            for name, event_name in COLD_START_EVENTS.items():
-                payload = (EVENTS / f"{event_name}.json").read_bytes()
-                box = deployment.sandbox(name)
-                seconds = statistics.median(cold_start_seconds(box, payload) for _ in range(7))
-                goal = "<= 0.5x anchor" if name == "ReadApiFunction" else "<= 1.0x anchor"
-                report(
-                    f"cold start {name}", f"{seconds * 1000:.0f} ms", f"{anchor * 1000:.0f} ms", seconds / anchor, goal
-                )
-        finally:
-            stack.stop()
+        anchor = 0.0
+        for backend in ("sqlite", "dynamodb"):
+            options = Options(
+                upstream=url, db_path=str(workdir / "cold.db"), reload=False, overrides={"STORE_BACKEND": backend}
+            )
+            stack = LocalStack(options, Console(stream=io.StringIO()))
+            deployment = stack.deploy()
+            try:
+                if not anchor:
+                    anchor_box = anchor_sandbox(deployment.client)
+                    anchor = statistics.median(cold_start_seconds(anchor_box, hello_event()) for _ in range(7))
+                for name, event_name in COLD_START_EVENTS.items():
+                    if backend == "dynamodb" and name != "ReadApiFunction":
+                        continue
+                    payload = (EVENTS / f"{event_name}.json").read_bytes()
+                    box = deployment.sandbox(name)
+                    seconds = statistics.median(cold_start_seconds(box, payload) for _ in range(7))
+                    goal = "<= 0.5x anchor" if name == "ReadApiFunction" else "<= 1.0x anchor"
+                    label = f"cold start {name}" + (", DynamoDB" if backend == "dynamodb" else "")
+                    goal = "report (boto3's import)" if backend == "dynamodb" else goal
+                    report(label, f"{seconds * 1000:.0f} ms", f"{anchor * 1000:.0f} ms", seconds / anchor, goal)
+            finally:
+                stack.stop()
 
 
 def per_call(action, calls: int) -> float:
@@ -411,6 +419,14 @@ def bench_page_memory(workdir: Path) -> None:
         )
 
 
+def bench_dynamodb(workdir: Path) -> None:
+    """The DynamoDB backend: times on moto beside SQLite's, and what DynamoDB would bill (see bench/dynamodb.py)."""
+    handlers = {"fetch": handler("FetchApiFunction"), "read": handler("ReadApiFunction")}
+    events = {"fetch": event("post_fetch_sync"), "page": event("get_data"), "user page": event("get_data", user_id=3)}
+    with sample_upstream(dynamodb.POSTS, 1_000) as url:
+        dynamodb.run(url, workdir, handlers, events, report)
+
+
 def bench_round_trip(workdir: Path) -> None:
     stack = RunningStack({"UPSTREAM": "sample", "DB_PATH": str(workdir / "stack.db"), "POWERTOOLS_LOG_LEVEL": "ERROR"})
     try:
@@ -435,7 +451,7 @@ def bench_round_trip(workdir: Path) -> None:
 def main() -> None:
     python, sqlite = platform.python_version(), sqlite3.sqlite_version
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {python}, SQLite {sqlite}")
-    print(f"  {'benchmark':<34} {'ours':>16} {'baseline':>16} {'ratio':>7}")
+    print(f"  {'benchmark':<44} {'ours':>12} {'baseline':>16} {'ratio':>8}")
     os.environ.update(POWERTOOLS_LOG_LEVEL="ERROR", AWS_DEFAULT_REGION="us-east-1", UPSTREAM_ATTEMPTS="3")
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -448,6 +464,7 @@ def main() -> None:
         bench_largest_read_memory(workdir)
         bench_page_memory(workdir)
         bench_round_trip(workdir)
+        bench_dynamodb(workdir)
 
 
 if __name__ == "__main__":
