@@ -1,12 +1,16 @@
-"""Every curl in the README that targets the local stack works against `make run UPSTREAM=sample`."""
+"""Every curl in the README that targets the local stack works against `make run UPSTREAM=sample`; env.json
+works as the README's recipe for `sam local` says."""
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from tests.helpers import ROOT
+from tests.running_stack import user_environment
 
 pytestmark = pytest.mark.e2e
 LOCAL = "http://127.0.0.1:3000"
@@ -41,3 +45,53 @@ def test_every_readme_curl_answers_as_the_readme_says(start_stack):
         found = re.search(r'"job_id":"([0-9a-f-]{36})"', body)
         job_id = found.group(1) if found and "mode=task" in command else job_id
     assert job_id
+
+
+def env_json_here(stack, upstream, folder) -> str:
+    """env.json with host.docker.internal's ports replaced by what they reach here: the stack's moto and
+    the sample upstream."""
+    settings = json.loads((ROOT / "env.json").read_text())["Parameters"]
+    here = {
+        name: value.replace("http://host.docker.internal:5005", stack.cloud_url).replace(
+            "http://host.docker.internal:8001/posts", upstream.url
+        )
+        for name, value in settings.items()
+    }
+    path = folder / "env.json"
+    path.write_text(json.dumps({"Parameters": here}))
+    return str(path)
+
+
+def invoke_with(env_vars: str, function: str, event: str) -> subprocess.CompletedProcess[str]:
+    """One invocation in a process of its own, as sam local gives each request a container of its own."""
+    command = [sys.executable, "-m", "local", "invoke", function, "-e", event, "--env-vars", env_vars]
+    return subprocess.run(command, cwd=ROOT, env=user_environment(), capture_output=True, text=True, timeout=120)
+
+
+def answer_of(done: subprocess.CompletedProcess[str]) -> tuple[int, object]:
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def test_env_json_keeps_the_state_of_one_off_invocations_in_the_local_stacks_moto(start_stack, upstream, tmp_path):
+    stack = start_stack(UPSTREAM_URL=upstream.url, STORE_BACKEND="dynamodb")
+    env_vars = env_json_here(stack, upstream, tmp_path)
+    assert json.loads((ROOT / "env.json").read_text())["Parameters"]["STORE_BACKEND"] == "dynamodb"
+    status, job = answer_of(invoke_with(env_vars, "FetchApiFunction", "events/post_fetch_sync.json"))
+    assert (status, job["inserted"]) == (200, 100)
+    status, posts = answer_of(invoke_with(env_vars, "ReadApiFunction", "events/get_data.json"))
+    assert (status, len(posts)) == (200, 100)  # read by another process: the data stayed in moto
+    status, queued = answer_of(invoke_with(env_vars, "FetchApiFunction", "events/post_fetch_task.json"))
+    assert status == 202
+    done = stack.wait_for_job(queued["job_id"])  # the stack's worker took it from its queue
+    assert (done["status"], done["unchanged"]) == ("succeeded", 100)
+
+
+def test_env_json_against_a_stack_started_without_its_tables_fails_naming_what_is_missing(
+    start_stack, upstream, tmp_path
+):
+    stack = start_stack(UPSTREAM_URL=upstream.url, STORE_BACKEND="sqlite")
+    done = invoke_with(env_json_here(stack, upstream, tmp_path), "ReadApiFunction", "events/get_data.json")
+    assert done.returncode == 1
+    assert "ResourceNotFoundException" in done.stderr
