@@ -295,7 +295,7 @@ def test_with_dynamodb_each_function_opens_the_store_on_the_stacks_tables(deploy
     assert store.upsert_posts([[(i, 1 + i % 2, f"t{i}", "b") for i in range(1, 11)]]).inserted == 10
     store.finish_job(claim.job.job_id, JobStatus.SUCCEEDED, JobCounts(fetched=10, inserted=10), None)
     reader = open_store(config.load(environment(deployed.function("ReadApiFunction"))))
-    page = reader.page_of_posts_json(user_id=2, after_id=0, limit=3, max_bytes=5_000_000)
+    page = reader.page_of_posts_json(user_id=2, after_id=0, limit=3, max_bytes=6_000_000)
     assert ([post["id"] for post in json.loads(page.json)], page.more) == ([1, 3, 5], True)
     assert reader.get_job(claim.job.job_id).status == JobStatus.SUCCEEDED
 

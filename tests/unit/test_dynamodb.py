@@ -2,6 +2,8 @@
 changed, reads a page in one Query, takes the fetch lease by a conditional write, keeps a large post in
 parts, and, unlike SQLite, applies a merge in many writes, which a redelivered job completes."""
 
+from types import SimpleNamespace
+
 import boto3
 import pytest
 
@@ -93,15 +95,20 @@ def test_only_new_and_changed_posts_are_written(dynamo):
     assert requests.puts() == 3
 
 
-def test_a_page_is_one_query_and_a_user_page_one_query_of_the_index(dynamo):
+def test_a_page_is_one_eventually_consistent_query_and_a_job_one_strongly_consistent_read(dynamo):
     store, client = dynamo
     store.upsert_posts([rows(*range(1, 301))])
+    job = store.create_job(FetchMode.TASK)
     requests = Requests(client)
-    assert store.page_of_posts_json(user_id=None, after_id=0, limit=100, max_bytes=5_000_000).post_count == 100
-    assert store.page_of_posts_json(user_id=2, after_id=0, limit=100, max_bytes=5_000_000).post_count == 100
+    assert store.page_of_posts_json(user_id=None, after_id=0, limit=100, max_bytes=6_000_000).post_count == 100
+    assert store.page_of_posts_json(user_id=2, after_id=0, limit=100, max_bytes=6_000_000).post_count == 100
+    assert store.get_job(job.job_id) == job
     [everyone, user] = requests.named("Query")
     assert (everyone.get("IndexName"), everyone["Limit"]) == (None, 101)  # one more tells whether more remain
     assert (user["IndexName"], user["Limit"]) == ("by_user", 101)
+    assert everyone["ConsistentRead"] is user["ConsistentRead"] is False
+    [read] = requests.named("GetItem")
+    assert read["ConsistentRead"] is True  # a job just created is never 404
 
 
 def test_a_claim_that_loses_the_race_for_the_lease_joins_the_winners_job(dynamo):
@@ -163,3 +170,22 @@ def test_a_large_post_leaves_no_parts_behind_when_it_changes(dynamo):
     assert len(second) == len(first) and not set(first) & set(second)
     store.upsert_posts([[(1, 1, "t", "short")]])
     assert parts() == []
+
+
+def test_writes_dynamodb_leaves_unprocessed_are_sent_again(dynamo):
+    store, client = dynamo
+    batches = []
+
+    def keep(params, **_):
+        batches.append(params["RequestItems"])
+
+    def first_batch_throttled(**_):  # what DynamoDB answers when a partition is at its limit
+        if len(batches) == 1:
+            return SimpleNamespace(status_code=200), {"UnprocessedItems": batches[0]}
+        return None
+
+    client.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", keep)
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", first_batch_throttled)
+    assert store.upsert_posts([rows(*range(1, 11))]).inserted == 10
+    assert len(batches) == 2 and batches[1] == batches[0]
+    assert [post.id for post in store.list_posts()] == list(range(1, 11))
