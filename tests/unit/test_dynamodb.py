@@ -138,18 +138,18 @@ def test_the_lease_is_no_job(dynamo):
 def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dynamo, upstream):
     store, client = dynamo
     settings = posts_settings(upstream)
-    ingest.fetch_now(store, settings)
+    ingest.fetch_now(store, settings, seconds_left=30)
     for post in upstream.posts:
         post["title"] = "v2"
     job = store.create_job(FetchMode.TASK)
     fault = fail_after(2)
     client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
     with pytest.raises(ingest.RetryLater):
-        ingest.run_job(store, settings, job.job_id, last_attempt=False)
+        ingest.run_job(store, settings, job.job_id, budget=30, last_attempt=False)
     titles = [post.title for post in store.list_posts()]
     assert titles == ["v2"] * 50 + [f"post {i} title" for i in range(51, 101)]  # readers see it partly applied
     client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
-    done = ingest.run_job(store, settings, job.job_id, last_attempt=False).job  # the message comes back
+    done = ingest.run_job(store, settings, job.job_id, budget=30, last_attempt=False).job  # the message comes back
     assert (done.status, done.inserted, done.updated, done.unchanged) == (JobStatus.SUCCEEDED, 0, 50, 50)
     assert {post.title for post in store.list_posts()} == {"v2"}
 
