@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import sqlite3
 from types import SimpleNamespace
 
 import boto3
@@ -120,11 +122,37 @@ def db(backend, db_path):
 
 
 @pytest.fixture
-def other_db(backend, db_path):
-    """A second store on the same data as `db`, as another process would open it."""
-    store = _open_db(backend, db_path)
+def sqlite_db(db_path):
+    """A store on a SQLite file of the test's own, for what only SQLite has (a file), closed after."""
+    store = SqliteStore(db_path)
     yield store
     store.close()
+
+
+@pytest.fixture
+def other_db(open_db):
+    """A second store on the same data as `db`, as another process would open it."""
+    return open_db()
+
+
+@pytest.fixture
+def open_db(backend, db_path):
+    """Opens more stores on the same data as `db` (in any thread); each is closed after the test."""
+    opened = []
+
+    def open_one():
+        if backend == "sqlite":
+            opened.append(SqliteStore(db_path, max_mb=0))
+        else:
+            settings = config.settings()
+            client = boto3.session.Session().client("dynamodb")
+            opened.append(DynamoDbStore(settings.posts_table, settings.jobs_table, client))
+        return opened[-1]
+
+    yield open_one
+    for store in opened:
+        with contextlib.suppress(sqlite3.ProgrammingError):  # a SQLite store made in another thread stays open
+            store.close()
 
 
 def _open_db(backend: str, db_path: str):

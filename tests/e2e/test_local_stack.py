@@ -171,7 +171,7 @@ def test_one_ctrl_c_lets_a_request_in_flight_finish(start_stack, fake_upstream):
     assert "letting 1 invocation(s) finish" in stack.output
 
 
-def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(start_stack, fake_upstream):
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(start_stack, fake_upstream, store_backend):
     stack = start_stack(UPSTREAM_URL=fake_upstream.url)
     fake_upstream.then_respond(200, fake_upstream.posts, delay=20)
     asked = fake_upstream.requests
@@ -181,9 +181,13 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(sta
     stack.wait_for_output("Ctrl-C again stops at once")
     assert stack.stop(signal.SIGINT, timeout=5) == 130
     assert "Traceback" not in stack.output and stack.output.rstrip().endswith("stopped at once.")
-    again = start_stack(UPSTREAM_URL=fake_upstream.url)  # on the same database: no job is left stranded
-    [abandoned] = again.json("GET", "/fetch/jobs")[1]
-    assert (abandoned["mode"], abandoned["status"]) == ("sync", "failed") and "abandoned" in abandoned["error"]
+    again = start_stack(UPSTREAM_URL=fake_upstream.url)
+    history = again.json("GET", "/fetch/jobs")[1]
+    if store_backend == "sqlite":  # on the same database: no job is left stranded
+        [abandoned] = history
+        assert (abandoned["mode"], abandoned["status"]) == ("sync", "failed") and "abandoned" in abandoned["error"]
+    else:
+        assert history == []  # moto's tables went with the stack that stopped
     status, headers, _ = again.request("POST", "/fetch?mode=sync")
     assert (status, headers["X-Fetch-Outcome"]) == (200, "started")
 

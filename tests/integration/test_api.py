@@ -16,7 +16,7 @@ from aggregator.ingest import MAX_POST_CHARS
 from aggregator.models import JobStatus
 from aggregator.routes.reads import LAMBDA_RESPONSE_LIMIT, PAGE_BUDGET_BYTES
 from aggregator.store import open_store
-from tests.helpers import api_event, body, invoke, load_event, reset_settings
+from tests.helpers import api_event, body, invoke, load_event, merge, reset_settings
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -359,6 +359,7 @@ def test_a_sync_fetch_whose_job_is_given_up_on_answers_409_and_writes_nothing(up
     assert store.count_posts() == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file
 def test_a_full_database_fails_the_sync_fetch_with_500_and_the_databases_reason(upstream, monkeypatch):
     monkeypatch.setenv("DB_MAX_MB", "1")  # before the store is first opened, as a function's settings are
     reset_settings()
@@ -371,6 +372,7 @@ def test_a_full_database_fails_the_sync_fetch_with_500_and_the_databases_reason(
     assert open_store(settings()).count_posts() == 100
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file
 def test_a_deleted_database_file_answers_503_and_is_not_recreated(upstream, store):
     assert sync_fetch()["statusCode"] == 200
     path = settings().db_path
@@ -386,6 +388,7 @@ def test_a_deleted_database_file_answers_503_and_is_not_recreated(upstream, stor
     assert not os.path.exists(path)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file
 def test_a_history_page_holds_twenty_jobs_by_default(store):
     with sqlite3.connect(settings().db_path) as db:  # 25 jobs written by earlier runs
         db.executemany(
@@ -395,3 +398,28 @@ def test_a_history_page_holds_twenty_jobs_by_default(store):
     response = invoke("ReadApiFunction", api_event("get_job_history", query={}))
     assert [job["job_id"][-2:] for job in body(response)] == [f"{n:02d}" for n in range(24, 4, -1)]
     assert next_link(response) == '</Prod/fetch/jobs?limit=20&before=00000000-0000-4000-8000-000000000005>; rel="next"'
+
+
+def test_a_history_page_holds_the_newest_twenty_jobs_and_links_the_next(store):
+    made = [merge(store, [[]]).job_id for _ in range(25)]
+    response = invoke("ReadApiFunction", api_event("get_job_history", query={}))
+    assert [job["job_id"] for job in body(response)] == made[::-1][:20]
+    assert next_link(response) == f'</Prod/fetch/jobs?limit=20&before={made[5]}>; rel="next"'
+
+
+@pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
+def test_deleted_tables_answer_503_naming_the_table(upstream, store):
+    import boto3
+
+    assert sync_fetch()["statusCode"] == 200
+    for table in (settings().posts_table, settings().jobs_table):
+        boto3.client("dynamodb").delete_table(TableName=table)
+    for function, event, table in [
+        ("ReadApiFunction", "get_data", settings().posts_table),
+        ("ReadApiFunction", "get_job_history", settings().jobs_table),
+        ("FetchApiFunction", "post_fetch_sync", settings().jobs_table),
+    ]:
+        response = invoke(function, load_event(event))
+        assert response["statusCode"] == 503, event
+        assert body(response)["message"].startswith("the database is unavailable: ")
+        assert table in body(response)["message"]

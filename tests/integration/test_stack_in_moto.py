@@ -23,10 +23,10 @@ from moto import mock_aws
 from moto.apigateway import models as moto_apigateway
 
 from aggregator import config, queue
-from aggregator.models import FetchMode, JobCounts, JobStatus
+from aggregator.models import FetchMode, JobStatus
 from aggregator.store import open_store
 from tests.cloudformation import ARTIFACTS, PARAMETER_SETS, STACK_NAME, Stack, code_key, translate
-from tests.helpers import reset_settings
+from tests.helpers import merge, reset_settings
 
 JOB_ID = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
 
@@ -290,14 +290,14 @@ def test_with_dynamodb_each_function_opens_the_store_on_the_stacks_tables(deploy
             deployed.physical["JobsTable"],
         ), name
     store = open_store(config.load(environment(deployed.function("FetchApiFunction"))))
-    claim = store.claim_job(FetchMode.SYNC, fresh_for=0, stale_after=3600, sync_stale_after=120)
-    assert store.start_job(claim.job.job_id).status == JobStatus.RUNNING
-    assert store.upsert_posts([[(i, 1 + i % 2, f"t{i}", "b") for i in range(1, 11)]]).inserted == 10
-    store.finish_job(claim.job.job_id, JobStatus.SUCCEEDED, JobCounts(fetched=10, inserted=10), None)
+    claim = store.claim_job(FetchMode.SYNC, fresh_for=0, lease_seconds=60, keep_jobs=1000)
+    lease = store.start_job(claim.job.job_id, lease_seconds=60)
+    assert merge(store, [[(i, 1 + i % 2, f"t{i}", "b") for i in range(1, 11)]], lease=lease).inserted == 10
     reader = open_store(config.load(environment(deployed.function("ReadApiFunction"))))
     page = reader.page_of_posts_json(user_id=2, after_id=0, limit=3, max_bytes=6_000_000)
     assert ([post["id"] for post in json.loads(page.json)], page.more) == ([1, 3, 5], True)
     assert reader.get_job(claim.job.job_id).status == JobStatus.SUCCEEDED
+    assert [job.job_id for job in reader.page_of_jobs(before=None, limit=5).jobs] == [claim.job.job_id]
 
 
 def assert_the_vpc_reaches_the_internet_through_a_nat(ec2, vpc: str, subnets: list[str]) -> None:

@@ -457,6 +457,7 @@ def test_every_dynamodb_request_a_function_makes_is_one_its_role_allows(backend,
         ("ReadApiFunction", load_event("get_data")),
         ("ReadApiFunction", load_event("get_data_by_user")),
         ("ReadApiFunction", api_event("get_job_status", path_params={"job_id": queued})),
+        ("ReadApiFunction", load_event("get_job_history")),
     ]
     for function, event in runs:
         requests.needed.clear()

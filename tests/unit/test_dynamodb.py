@@ -1,6 +1,7 @@
 """What only the DynamoDB backend does, seen in the requests it makes to moto's DynamoDB: it writes only what
-changed, reads a page in one Query, takes the fetch lease by a conditional write, keeps a large post in
-parts, and, unlike SQLite, applies a merge in many writes, which a redelivered job completes."""
+changed, reads a page in one Query, takes the fetch lease by a conditional write, fences each batch of posts
+by the job's lease, keeps a large post in parts, and, unlike SQLite, applies a merge in many writes, which a
+redelivered job completes."""
 
 from types import SimpleNamespace
 
@@ -10,8 +11,10 @@ import pytest
 from aggregator import ingest
 from aggregator.config import load
 from aggregator.models import ClaimOutcome, FetchMode, JobStatus
+from aggregator.store import LeaseLost, StoreUnavailable
 from aggregator.store.dynamodb import LEASE, DynamoDbStore
-from tests.unit.test_store import incompressible_text, rows
+from tests.helpers import LEASE_SECONDS, merge, queued_job, running_job
+from tests.unit.test_store import counts, incompressible_text, rows
 
 pytestmark = pytest.mark.parametrize("backend", ["dynamodb"], indirect=True)
 
@@ -65,40 +68,46 @@ def posts_settings(upstream):
     return load({"UPSTREAM_URL": upstream.url, "UPSTREAM_ATTEMPTS": "1"})
 
 
-def test_a_fetch_equal_to_the_last_merged_one_reads_no_post_and_writes_nothing(dynamo):
+def claim(store):
+    return store.claim_job(FetchMode.TASK, fresh_for=0, lease_seconds=LEASE_SECONDS, keep_jobs=1000)
+
+
+def test_a_fetch_equal_to_the_last_merged_one_reads_no_post_and_writes_none(dynamo):
     store, client = dynamo
-    store.upsert_posts([rows(*range(1, 101))])
+    merge(store, [rows(*range(1, 101))])
+    lease = running_job(store)
     requests = Requests(client)
-    assert store.upsert_posts([rows(*range(1, 101))]).unchanged == 100
-    assert [name for name, _ in requests.sent] == ["GetItem"]  # the lease, which holds the last merge's digest
+    assert counts(merge(store, [rows(*range(1, 101))], lease=lease)) == (0, 0, 100, 0)
+    sent = {name for name, _ in requests.sent}
+    assert "Query" not in sent and "BatchWriteItem" not in sent  # the lease holds the last merge's digest
 
 
 def test_after_a_merge_cut_short_even_the_fetch_before_it_is_compared_post_by_post(dynamo):
     store, client = dynamo
-    store.upsert_posts([rows(*range(1, 101))])
+    merge(store, [rows(*range(1, 101))])
     fault = fail_after(1)
     client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
     with pytest.raises(ConnectionError):
-        store.upsert_posts([rows(*range(1, 101), title="v2")])
+        merge(store, [rows(*range(1, 101), title="v2")])
     client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
-    merge = store.upsert_posts([rows(*range(1, 101))])  # the data the table held before the cut-short merge
-    assert (merge.updated, merge.unchanged) == (25, 75)
+    job = merge(store, [rows(*range(1, 101))])  # the data the table held before the cut-short merge
+    assert counts(job) == (0, 25, 75, 0)
     assert {post.title.split()[0] for post in store.list_posts()} == {"t"}
 
 
 def test_only_new_and_changed_posts_are_written(dynamo):
     store, client = dynamo
-    store.upsert_posts([rows(*range(1, 101))])
+    merge(store, [rows(*range(1, 101))])
     requests = Requests(client)
-    merge = store.upsert_posts([rows(*range(1, 99)) + rows(99, 100, title="new") + rows(101)])
-    assert (merge.inserted, merge.updated, merge.unchanged) == (1, 2, 98)
+    job = merge(store, [rows(*range(1, 99)) + rows(99, 100, title="new") + rows(101)])
+    assert counts(job) == (1, 2, 98, 0)
     assert requests.puts() == 3
 
 
 def test_a_page_is_one_eventually_consistent_query_and_a_job_one_strongly_consistent_read(dynamo):
     store, client = dynamo
-    store.upsert_posts([rows(*range(1, 301))])
-    job = store.create_job(FetchMode.TASK)
+    merge(store, [rows(*range(1, 301))])
+    job = queued_job(store)
     requests = Requests(client)
     assert store.page_of_posts_json(user_id=None, after_id=0, limit=100, max_bytes=6_000_000).post_count == 100
     assert store.page_of_posts_json(user_id=2, after_id=0, limit=100, max_bytes=6_000_000).post_count == 100
@@ -118,10 +127,10 @@ def test_a_claim_that_loses_the_race_for_the_lease_joins_the_winners_job(dynamo)
 
     def the_other_claims_first(**_):
         if not won:  # between this claim's read of the lease and its conditional write
-            won.append(other.claim_job(FetchMode.TASK, fresh_for=0, stale_after=3600, sync_stale_after=120))
+            won.append(claim(other))
 
     client.meta.events.register("before-call.dynamodb.TransactWriteItems", the_other_claims_first)
-    lost = store.claim_job(FetchMode.SYNC, fresh_for=0, stale_after=3600, sync_stale_after=120)
+    lost = claim(store)
     assert won[0].outcome == ClaimOutcome.STARTED
     assert (lost.outcome, lost.job.job_id) == (ClaimOutcome.JOINED, won[0].job.job_id)
     assert [job.job_id for job in store.list_jobs()] == [won[0].job.job_id]
@@ -129,10 +138,30 @@ def test_a_claim_that_loses_the_race_for_the_lease_joins_the_winners_job(dynamo)
 
 def test_the_lease_is_no_job(dynamo):
     store, _ = dynamo
-    store.claim_job(FetchMode.TASK, fresh_for=0, stale_after=3600, sync_stale_after=120)
+    claim(store)
     assert store.get_job(LEASE) is None
-    assert store.start_job(LEASE) is None
+    assert store.start_job(LEASE, lease_seconds=LEASE_SECONDS) is None
     assert len(store.list_jobs()) == 1
+    assert len(store.page_of_jobs(before=None, limit=10).jobs) == 1
+
+
+def test_a_run_whose_lease_is_revoked_mid_merge_stops_before_its_next_batch(dynamo):
+    store, client = dynamo
+    merge(store, [rows(*range(1, 101))])
+    lease = running_job(store)
+    sent = []
+
+    def reissued_after_the_first_batch(**_):
+        sent.append(1)
+        if len(sent) == 1:
+            store.reissue_lease(lease.job.job_id, lease_seconds=LEASE_SECONDS)  # a redelivery's new lease
+
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", reissued_after_the_first_batch)
+    with pytest.raises(LeaseLost):
+        merge(store, [rows(*range(1, 101), title="stale")], lease=lease)
+    assert len(sent) == 1  # the batch in flight, and no other
+    assert sum(post.title.startswith("stale") for post in store.list_posts()) == 25
+    assert store.get_job(lease.job.job_id).status == JobStatus.RUNNING
 
 
 def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dynamo, upstream):
@@ -141,20 +170,20 @@ def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dyna
     ingest.fetch_now(store, settings, seconds_left=30)
     for post in upstream.posts:
         post["title"] = "v2"
-    job = store.create_job(FetchMode.TASK)
+    job = queued_job(store)
     fault = fail_after(2)
     client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
     with pytest.raises(ingest.RetryLater):
-        ingest.run_job(store, settings, job.job_id, budget=30, last_attempt=False)
+        ingest.run_job(store, settings, job.job_id, budget=30, lease_seconds=LEASE_SECONDS, last_attempt=False)
     titles = [post.title for post in store.list_posts()]
     assert titles == ["v2"] * 50 + [f"post {i} title" for i in range(51, 101)]  # readers see it partly applied
     client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
-    done = ingest.run_job(store, settings, job.job_id, budget=30, last_attempt=False).job  # the message comes back
-    assert (done.status, done.inserted, done.updated, done.unchanged) == (JobStatus.SUCCEEDED, 0, 50, 50)
+    again = ingest.run_job(store, settings, job.job_id, budget=30, lease_seconds=LEASE_SECONDS, last_attempt=False)
+    assert (again.job.status, counts(again.job)) == (JobStatus.SUCCEEDED, (0, 50, 50, 0))
     assert {post.title for post in store.list_posts()} == {"v2"}
 
 
-def test_a_large_post_leaves_no_parts_behind_when_it_changes(dynamo):
+def test_a_large_post_leaves_no_parts_behind_when_it_changes_or_goes(dynamo):
     store, client = dynamo
 
     def parts():
@@ -162,13 +191,16 @@ def test_a_large_post_leaves_no_parts_behind_when_it_changes(dynamo):
         return sorted(int(item["id"]["N"]) for item in found if item["bucket"]["N"] != "0")
 
     body = incompressible_text(400_000)
-    store.upsert_posts([[(1, 1, "t", body)]])
+    merge(store, [[(1, 1, "t", body)]])
     first = parts()
     assert len(first) >= 2, "more than one item's worth"
-    store.upsert_posts([[(1, 1, "t", body + "!")]])
+    merge(store, [[(1, 1, "t", body + "!")]])
     second = parts()
     assert len(second) == len(first) and not set(first) & set(second)
-    store.upsert_posts([[(1, 1, "t", "short")]])
+    merge(store, [[(1, 1, "t", "short")]])
+    assert parts() == []
+    merge(store, [[(2, 1, "t", body)]])
+    assert merge(store, [rows(3)]).deleted == 1
     assert parts() == []
 
 
@@ -186,6 +218,14 @@ def test_writes_dynamodb_leaves_unprocessed_are_sent_again(dynamo):
 
     client.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", keep)
     client.meta.events.register("before-call.dynamodb.BatchWriteItem", first_batch_throttled)
-    assert store.upsert_posts([rows(*range(1, 11))]).inserted == 10
+    assert merge(store, [rows(*range(1, 11))]).inserted == 10
     assert len(batches) == 2 and batches[1] == batches[0]
     assert [post.id for post in store.list_posts()] == list(range(1, 11))
+
+
+def test_a_missing_table_is_unavailable_and_named(backend):
+    store = DynamoDbStore("NoSuchPosts", "NoSuchJobs", boto3.client("dynamodb"))
+    with pytest.raises(StoreUnavailable, match="NoSuchPosts"):
+        store.count_posts()
+    with pytest.raises(StoreUnavailable, match="NoSuchJobs"):
+        store.get_job("0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10")

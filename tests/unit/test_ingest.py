@@ -18,7 +18,6 @@ from aggregator.ingest import (
     run_job,
 )
 from aggregator.models import ClaimOutcome, FetchMode, JobStatus
-from aggregator.store.sqlite import SqliteStore
 from tests.helpers import LEASE_SECONDS, queued_job
 from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
 
@@ -289,11 +288,11 @@ def test_a_failed_fetch_deletes_nothing(db, upstream):
     assert db.count_posts() == 100
 
 
-def test_progress_is_written_as_pages_arrive(db, db_path, upstream):
+def test_progress_is_written_as_pages_arrive(db, open_db, upstream):
     upstream.delay = 0.15
     seen = set()
-    fetch = in_a_thread(lambda: fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=30))
-    watcher = SqliteStore(db_path)
+    fetch = in_a_thread(lambda: fetch_now(open_db(), paged(upstream), seconds_left=30))
+    watcher = open_db()
     while fetch.is_alive():
         seen |= {(j.status, j.fetched, j.pages) for j in watcher.list_jobs()}
         time.sleep(0.02)
@@ -305,14 +304,14 @@ def test_progress_is_written_as_pages_arrive(db, db_path, upstream):
     assert all(fetched == 10 * pages for fetched, pages in during)
 
 
-def test_a_job_given_up_on_while_it_fetches_stops_and_writes_nothing(db, db_path, upstream):
+def test_a_job_given_up_on_while_it_fetches_stops_and_writes_nothing(db, open_db, upstream):
     fetch_now(db, paged(upstream), seconds_left=30)
     for record in upstream.posts:
         record["title"] = "late"
     upstream.delay = 0.15
     results = []
-    fetch = in_a_thread(lambda: results.append(fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=29)))
-    other = SqliteStore(db_path)
+    fetch = in_a_thread(lambda: results.append(fetch_now(open_db(), paged(upstream), seconds_left=29)))
+    other = open_db()
     deadline = time.monotonic() + 10
     while not any(j.status == JobStatus.RUNNING for j in other.list_jobs()):
         assert time.monotonic() < deadline
@@ -334,11 +333,19 @@ def test_progress_is_written_at_most_once_a_second(db, upstream, monkeypatch):
     assert written_at and all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(written_at))
 
 
-def test_a_sync_job_is_given_up_once_its_invocation_would_have_ended(db, db_path, upstream, monkeypatch):
+def test_a_sync_job_is_given_up_once_its_invocation_would_have_ended(db, open_db, upstream, monkeypatch):
     monkeypatch.setattr(jobs, "LEASE_MARGIN_SECONDS", -29.7)  # the lease ends 0.3 s into a 30 s invocation
     upstream.delay = 1.0
     results = []
-    fetch = in_a_thread(lambda: results.append(fetch_now(SqliteStore(db_path), paged(upstream), seconds_left=30)))
+    opened = threading.Event()
+
+    def fetch_in_an_invocation():
+        store = open_db()
+        opened.set()  # the clock starts here, not while a client is made
+        results.append(fetch_now(store, paged(upstream), seconds_left=30))
+
+    fetch = in_a_thread(fetch_in_an_invocation)
+    opened.wait()
     time.sleep(0.5)
     later = jobs.claim(db, load({}), FetchMode.TASK, lease_seconds=60)
     fetch.join()

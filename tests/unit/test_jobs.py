@@ -79,13 +79,13 @@ def test_a_queued_job_is_leased_for_its_deliveries_left_plus_ten_seconds():
     assert [jobs.deliveries_left(config, attempt) for attempt in (1, 2, 3, 4)] == [3, 2, 1, 1]
 
 
-def test_the_history_keeps_the_newest_thousand_jobs(db, db_path):
+def test_the_history_keeps_the_newest_thousand_jobs(sqlite_db, db_path):
     with sqlite3.connect(db_path) as finished:  # 1,200 jobs written by earlier runs, in one transaction
         finished.executemany(
             "INSERT INTO jobs (job_id, mode, status, created_at) VALUES (?, 'task', 'succeeded', ?)",
             [(str(uuid.UUID(int=n)), f"2024-01-01T00:00:{n // 1000:02d}.{n % 1000:03d}Z") for n in range(1200)],
         )
-    started = claim(db, TASK).job
-    kept = db.list_jobs()
+    started = claim(sqlite_db, TASK).job
+    kept = sqlite_db.list_jobs()
     assert len(kept) == 1000 and kept[-1] == started
     assert kept[0].job_id == str(uuid.UUID(int=201))  # the 999 newest of the 1,200 finished ones

@@ -1,5 +1,10 @@
+"""The one storage interface, held to its semantics on every backend: each test that takes `db` runs on a
+real SQLite file and on moto's DynamoDB with the template's tables; those that take `sqlite_db` are about
+SQLite's file."""
+
 import json
 import os
+import random
 import sqlite3
 import time
 
@@ -98,18 +103,15 @@ def test_a_post_repeated_across_pages_is_stored_once_with_its_last_version(db):
     assert [p.title for p in db.list_posts()] == ["t 1", "again 2", "again 3"]
 
 
-def test_staging_a_fetch_holds_no_lock_on_the_shared_file(db, db_path):
-    other = SqliteStore(db_path)
-
+def test_staging_a_fetch_holds_no_lock_on_the_shared_store(db, other_db):
     def pages():
         yield rows(1, 2)
-        merge(other, [rows(1, 2, 7)])  # another writer commits while this fetch is still reading pages
+        merge(other_db, [rows(1, 2, 7)])  # another writer commits while this fetch is still reading pages
         yield rows(3)
 
     lease = running_job(db)
     assert db.merge_fetch(lease, pages(), lambda: fetch_end([[], []], complete=False)).inserted == 1
     assert [p.id for p in db.list_posts()] == [1, 2, 3, 7]
-    other.close()
 
 
 def test_posts_are_listed_by_id_and_filtered_by_user(db):
@@ -282,11 +284,11 @@ def test_a_claim_joins_a_job_whose_lease_holds(db):
     assert db.get_job(leased.job_id).status == JobStatus.QUEUED
 
 
-def test_a_job_from_before_leases_is_given_up_at_the_first_claim(db, db_path):
-    job = queued_job(db)
+def test_a_job_from_before_leases_is_given_up_at_the_first_claim(sqlite_db, db_path):
+    job = queued_job(sqlite_db)
     sqlite3.connect(db_path, isolation_level=None).execute("UPDATE jobs SET lease_expires_at = NULL")
-    assert claim(db).outcome == ClaimOutcome.STARTED
-    assert db.get_job(job.job_id).status == JobStatus.FAILED
+    assert claim(sqlite_db).outcome == ClaimOutcome.STARTED
+    assert sqlite_db.get_job(job.job_id).status == JobStatus.FAILED
 
 
 # History
@@ -310,17 +312,17 @@ def test_the_history_pages_from_the_newest_job_to_the_oldest(db):
         db.page_of_jobs(before=UNKNOWN_JOB, limit=2)
 
 
-def test_jobs_created_in_the_same_millisecond_page_without_loss(db, db_path):
-    finished_jobs(db, 4)
+def test_jobs_created_in_the_same_millisecond_page_without_loss(sqlite_db, db_path):
+    finished_jobs(sqlite_db, 4)
     sqlite3.connect(db_path, isolation_level=None).execute("UPDATE jobs SET created_at = '2024-01-01T00:00:00.000Z'")
     seen, before = [], None
     while True:
-        page = db.page_of_jobs(before=before, limit=1)
+        page = sqlite_db.page_of_jobs(before=before, limit=1)
         seen += page.jobs
         if not page.more:
             break
         before = page.jobs[-1].job_id
-    assert sorted(j.job_id for j in seen) == sorted(j.job_id for j in db.list_jobs()) and len(seen) == 4
+    assert sorted(j.job_id for j in seen) == sorted(j.job_id for j in sqlite_db.list_jobs()) and len(seen) == 4
 
 
 def test_a_new_job_deletes_the_finished_jobs_past_the_newest_kept(db):
@@ -354,42 +356,42 @@ def test_a_full_database_fails_with_its_own_error_and_keeps_what_it_had(db_path)
 # The file: deleted or replaced under an open store
 
 
-def test_a_deleted_file_is_an_error_and_is_never_recreated_empty(db, db_path):
-    merge(db, [rows(1, 2)])
+def test_a_deleted_file_is_an_error_and_is_never_recreated_empty(sqlite_db, db_path):
+    merge(sqlite_db, [rows(1, 2)])
     os.remove(db_path)
     with pytest.raises(StoreUnavailable, match="database file is missing"):
-        db.list_posts()
+        sqlite_db.list_posts()
     with pytest.raises(StoreUnavailable, match="database file is missing"):
         SqliteStore(db_path)  # a new process refuses as well
     assert not os.path.exists(db_path)
 
 
-def test_a_file_moved_away_and_back_is_read_again(db, db_path):
-    merge(db, [rows(1, 2)])
+def test_a_file_moved_away_and_back_is_read_again(sqlite_db, db_path):
+    merge(sqlite_db, [rows(1, 2)])
     os.rename(db_path, db_path + ".away")
     with pytest.raises(StoreUnavailable):
-        db.count_posts()
+        sqlite_db.count_posts()
     os.rename(db_path + ".away", db_path)
-    assert db.count_posts() == 2
+    assert sqlite_db.count_posts() == 2
 
 
-def test_a_replaced_file_is_opened_anew(db, db_path, tmp_path):
-    merge(db, [rows(1, 2)])
+def test_a_replaced_file_is_opened_anew(sqlite_db, db_path, tmp_path):
+    merge(sqlite_db, [rows(1, 2)])
     other = str(tmp_path / "other.db")
     replacement = SqliteStore(other)
     merge(replacement, [rows(7, 8, 9)])
     replacement.close()
     os.replace(other, db_path)
-    assert [p.id for p in db.list_posts()] == [7, 8, 9]
-    assert merge(db, [rows(7, 8, 9, 10)]).inserted == 1
+    assert [p.id for p in sqlite_db.list_posts()] == [7, 8, 9]
+    assert merge(sqlite_db, [rows(7, 8, 9, 10)]).inserted == 1
     assert [p.id for p in SqliteStore(db_path).list_posts()] == [7, 8, 9, 10]
 
 
-def test_deleting_the_marker_too_starts_an_empty_database(db, db_path):
-    merge(db, [rows(1, 2)])
+def test_deleting_the_marker_too_starts_an_empty_database(sqlite_db, db_path):
+    merge(sqlite_db, [rows(1, 2)])
     os.remove(db_path)
     os.remove(db_path + MARKER_SUFFIX)
-    assert db.count_posts() == 0
+    assert sqlite_db.count_posts() == 0
     assert os.path.exists(db_path + MARKER_SUFFIX)
 
 
@@ -399,3 +401,71 @@ def test_a_lease_holds_for_its_seconds_then_ends(db):
     time.sleep(0.6)
     assert claim(db).outcome == ClaimOutcome.STARTED
     assert db.get_job(leased.job_id).error == ABANDONED_QUEUED
+
+
+# Reads, on every backend
+
+
+def page(db, after_id=0, limit=100, user_id=None, max_bytes=6_000_000):
+    return db.page_of_posts_json(user_id=user_id, after_id=after_id, limit=limit, max_bytes=max_bytes)
+
+
+def ids(found):
+    return [post["id"] for post in json.loads(found.json)]
+
+
+def incompressible_text(length: int) -> str:
+    """Text that no compression shrinks much, most of it four bytes a character in UTF-8."""
+    chosen = random.Random(length).choices(range(0x1F300, 0x1FAFF), k=length)
+    return "".join(map(chr, chosen))
+
+
+def test_posts_are_counted(db):
+    assert db.count_posts() == 0
+    merge(db, [rows(*range(1, 31))])
+    assert db.count_posts() == 30
+
+
+def test_pages_follow_the_keyset_in_id_order_and_say_whether_more_remain(db):
+    merge(db, [rows(*range(25, 0, -1))])
+    first = page(db, limit=10)
+    assert (ids(first), first.post_count, first.last_id, first.more) == (list(range(1, 11)), 10, 10, True)
+    last = page(db, after_id=20, limit=10)
+    assert (ids(last), last.last_id, last.more) == ([21, 22, 23, 24, 25], 25, False)
+    exactly = page(db, after_id=15, limit=10)
+    assert (ids(exactly), exactly.more) == (list(range(16, 26)), False)
+    beyond = page(db, after_id=25)
+    assert (beyond.json, beyond.post_count, beyond.last_id, beyond.more) == ("[]", 0, None, False)
+
+
+def test_a_users_pages_hold_only_that_users_posts(db):
+    merge(db, [rows(*range(1, 21))])  # user 2 has 1, 4, 7, 10, 13, 16, 19
+    first = page(db, user_id=2, limit=3)
+    assert (ids(first), first.last_id, first.more) == ([1, 4, 7], 7, True)
+    rest = page(db, user_id=2, after_id=7)
+    assert (ids(rest), rest.more) == ([10, 13, 16, 19], False)
+    assert page(db, user_id=99).json == "[]"
+
+
+def test_a_page_is_the_posts_as_the_api_serves_them(db):
+    text = 'quote " backslash \\ newline \n tab \t nul \x00 ünïcødé 🙂'
+    merge(db, [[(1, 5, text, text)]])
+    assert json.loads(page(db).json) == [{"id": 1, "user_id": 5, "title": text, "body": text}]
+
+
+def test_a_post_larger_than_any_item_is_stored_and_read_back_exactly(db):
+    body = incompressible_text(499_990)  # about 2 MB of UTF-8; a DynamoDB item holds 400 KB
+    assert counts(merge(db, [[(1, 1, "big", body), *rows(2)]])) == (2, 0, 0, 0)
+    assert db.list_posts()[0] == Post(id=1, user_id=1, title="big", body=body)
+    assert json.loads(page(db).json)[0]["body"] == body
+    assert counts(merge(db, [[(1, 1, "big", body), *rows(2)]])) == (0, 0, 2, 0)
+    changed = body[:-1] + "!"
+    assert counts(merge(db, [[(1, 1, "big", changed), *rows(2)]])) == (0, 1, 1, 0)
+    assert json.loads(page(db, limit=1).json)[0]["body"] == changed
+    assert counts(merge(db, [[(1, 1, "small", "now")]])) == (0, 1, 0, 1)
+    assert db.list_posts() == [Post(id=1, user_id=1, title="small", body="now")]
+
+
+def test_jobs_are_listed_oldest_first(db):
+    made = [queued_job(db, mode).job_id for mode in (FetchMode.TASK, FetchMode.SYNC, FetchMode.SCHEDULED)]
+    assert [job.job_id for job in db.list_jobs()] == made

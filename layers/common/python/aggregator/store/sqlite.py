@@ -81,6 +81,13 @@ CREATE TEMP TABLE IF NOT EXISTS kept (id INTEGER PRIMARY KEY);
 """
 STAGE_POST = "INSERT OR REPLACE INTO temp.incoming (id, user_id, title, body) VALUES (?, ?, ?, ?)"
 STAGE_KEPT = "INSERT OR IGNORE INTO temp.kept (id) VALUES (?)"
+# What StagedPosts hands back: posts and kept ids (user_id NULL) in one stream; a post outranks a kept id.
+STAGED_IN_ORDER = """
+SELECT id, user_id, title, body FROM temp.incoming
+UNION ALL SELECT id, NULL, NULL, NULL FROM temp.kept WHERE id NOT IN (SELECT id FROM temp.incoming)
+ORDER BY id
+"""
+STAGED_RANGE = "SELECT min(id), max(id) FROM (SELECT id FROM temp.incoming UNION ALL SELECT id FROM temp.kept)"
 DELETE_ABSENT = """
 DELETE FROM posts WHERE id NOT IN (SELECT id FROM temp.incoming) AND id NOT IN (SELECT id FROM temp.kept)
 """
@@ -125,13 +132,14 @@ WHERE job_id = ? AND status IN (?, ?) AND (? IS NULL OR lease_token = ?)
 
 
 class StagedPosts:
-    """A fetch staged in a private temporary SQLite database, deleted when closed: a later duplicate replaces
-    an earlier one, and the posts come back in id order. Memory follows SQLite's page cache (it spills to a
-    temporary file), not the size of the fetch."""
+    """A fetch staged in a private temporary SQLite database, deleted when closed (the DynamoDB backend
+    merges from it): a later duplicate replaces an earlier one, and the posts, with the ids of records
+    kept as they were, come back in id order. Memory follows SQLite's page cache (it spills to a temporary
+    file), not the size of the fetch."""
 
     def __init__(self) -> None:
         self._db = sqlite3.connect("", isolation_level=None)  # "": a temporary database of this connection's own
-        self._db.execute(STAGING)
+        self._db.executescript(STAGING)
 
     def __enter__(self) -> StagedPosts:
         return self
@@ -139,23 +147,29 @@ class StagedPosts:
     def __exit__(self, *_: object) -> None:
         self._db.close()
 
-    def add(self, pages: Iterable[Sequence[PostRow]]) -> int:
+    def add(self, pages: Iterable[Iterable[PageItem]]) -> int:
         """Stage every page; how many distinct posts are staged."""
         self._db.execute("BEGIN")
         for page in pages:
-            self._db.executemany(STAGE_POST, page)
+            kept: list[tuple[int]] = []
+            self._db.executemany(STAGE_POST, _posts_of(page, kept))
+            self._db.executemany(STAGE_KEPT, kept)
         self._db.execute("COMMIT")
-        count: int = self._db.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
+        count: int = self._value("SELECT count(*) FROM temp.incoming")
         return count
 
     def id_range(self) -> tuple[int, int] | None:
-        """The lowest and highest staged id; None if nothing is staged."""
-        low, high = self._db.execute("SELECT min(id), max(id) FROM temp.incoming").fetchone()
+        """The lowest and highest id staged, of a post or a kept record; None if nothing is staged."""
+        low, high = self._db.execute(STAGED_RANGE).fetchone()
         return None if low is None else (low, high)
 
-    def rows(self) -> Iterator[PostRow]:
-        """The staged posts in id order, read as they are used."""
-        yield from self._db.execute("SELECT id, user_id, title, body FROM temp.incoming ORDER BY id")
+    def items(self) -> Iterator[PageItem]:
+        """The staged posts and kept ids (as `int`), in id order, read as they are used."""
+        for post_id, user_id, title, body in self._db.execute(STAGED_IN_ORDER):
+            yield post_id if user_id is None else (post_id, user_id, title, body)
+
+    def _value(self, sql: str) -> Any:
+        return self._db.execute(sql).fetchone()[0]
 
 
 class SqliteStore:
