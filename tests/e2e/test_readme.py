@@ -88,10 +88,11 @@ def test_env_json_keeps_the_state_of_one_off_invocations_in_the_local_stacks_mot
     assert (done["status"], done["unchanged"]) == ("succeeded", 100)
 
 
-def test_env_json_against_a_stack_started_without_its_tables_fails_naming_what_is_missing(
+def test_env_json_against_a_stack_started_without_its_tables_answers_503_naming_the_table(
     start_stack, upstream, tmp_path
 ):
     stack = start_stack(UPSTREAM_URL=upstream.url, STORE_BACKEND="sqlite")
     done = invoke_with(env_json_here(stack, upstream, tmp_path), "ReadApiFunction", "events/get_data.json")
-    assert done.returncode == 1
-    assert "ResourceNotFoundException" in done.stderr
+    status, answer = answer_of(done)
+    assert status == 503
+    assert answer["message"].startswith("the database is unavailable: ") and "PostsTable" in answer["message"]
