@@ -22,6 +22,7 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops as Ctrl-C does, until run() takes over
     args = _parser().parse_args(argv)
     try:
         options = Options.from_env(upstream=args.upstream, verbose=args.verbose, template=args.template)
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"local stack failed to start: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:  # before the stack runs, or during an invoke (which stops what it started)
+        return EXIT_INTERRUPTED
     return run(stack)
 
 

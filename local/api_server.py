@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 
 from local import apigw
@@ -24,6 +25,7 @@ from local.serving import QuietHTTPServer
 from local.template import Route
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+CLIENT_TIMEOUT_SECONDS = 30.0
 OUTCOME_HEADER = "X-Fetch-Outcome"
 Headers = list[tuple[str, str]]
 
@@ -96,6 +98,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    timeout = CLIENT_TIMEOUT_SECONDS  # a client that stalls mid-request is let go, as API Gateway does
 
     def _serve(self) -> None:
         started = time.perf_counter()
@@ -107,6 +110,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
             answer = self.server.answer(
                 self.command, self.path, list(self.headers.items()), body, self.client_address[0]
             )
+        try:
+            self._send(answer)
+        finally:  # a client that hung up still gets its line: the work was done
+            self.server.report(self.command, self.path, answer, time.perf_counter() - started)
+
+    def _send(self, answer: Answer) -> None:
         self.send_response(answer.status)
         for name, value in answer.headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -115,7 +124,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(answer.body)
-        self.server.report(self.command, self.path, answer, time.perf_counter() - started)
+
+    def parse_request(self) -> bool:
+        """HTTP/1.0 and 1.1 only; API Gateway speaks no HTTP/0.9."""
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, "Bad Request")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The server's own refusals (a line too long, a bad request line) in the API's JSON shape."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.1"  # an HTTP/0.9 client gets a status line too
+        self._send(Answer.message(code, message or HTTPStatus(code).phrase))
 
     def _request_body(self) -> tuple[bytes, Answer | None]:
         """The body, or the answer that refuses it: a bad length (400), too long (413)."""
@@ -130,7 +153,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return b"", Answer.message(400, "Bad Request")
         if int(raw) > MAX_BODY_BYTES:
             return b"", Answer.message(413, "Request Entity Too Large")
-        return self.rfile.read(int(raw)), None
+        body = self.rfile.read(int(raw))
+        return (body, None) if len(body) == int(raw) else (b"", Answer.message(400, "Bad Request"))
 
     def _chunked_body(self) -> tuple[bytes, Answer | None]:
         chunks, total = [], 0

@@ -9,6 +9,7 @@ sets the parameter, so everything else built from it (the queue's redrive) follo
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class Deployment:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
+        _check_port_free(self.options.host, self.options.cloud_port)
         self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.cloud_port, verbose=False)
         self._moto.start()
         self.cloud_url = "http://{}:{}".format(*self._moto.get_host_and_port())
@@ -114,13 +116,20 @@ class Deployment:
         return every | self.options.function_overrides.get(function, {}) if function else every
 
     def _parameters(self) -> dict[str, Any]:
-        """The template's parameter defaults; an override of a variable set by `!Ref Parameter` sets it."""
+        """The template's parameter defaults; an override of a variable set by `!Ref Parameter` sets it,
+        if CloudFormation would take the value for that parameter."""
         parameters = dict(self.template.parameters)
+        definitions = self.template.raw.get("Parameters", {})
         overrides = self._overrides()
         for function in self.template.functions.values():
             for name, value in function.environment.items():
                 if name in overrides and isinstance(value, dict) and value.get("Ref") in parameters:
-                    parameters[value["Ref"]] = overrides[name]
+                    parameter = value["Ref"]
+                    problem = tpl.parameter_problem(definitions[parameter], overrides[name])
+                    if problem:
+                        raise DeploymentError(f"{name} sets the template parameter {parameter}, which {problem}; "
+                                              f"got {overrides[name]!r}")  # fmt: skip
+                    parameters[parameter] = overrides[name]
         return parameters
 
 
@@ -135,3 +144,15 @@ def _boto_credentials() -> dict[str, str]:
 def overrides_from(env: Mapping[str, str]) -> dict[str, str]:
     """The overridable variables set (non-empty) in `env`."""
     return {name: env[name] for name in OVERRIDABLE if env.get(name)}
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port in use at once: moto's server would wait for ever for a thread that has given up."""
+    if not port:
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself will
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DeploymentError(f"MOTO_PORT {port} cannot be used: {exc.strerror}") from None

@@ -78,7 +78,9 @@ class RuntimeApi(QuietHTTPServer):
 
     def fail_init(self, error: dict[str, Any]) -> None:
         self.init_error = error
-        self.initialised.set()
+        if not self.initialised.is_set():
+            self.initialised_at = time.monotonic()
+            self.initialised.set()
 
 
 class _Handler(BaseHTTPRequestHandler):

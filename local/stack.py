@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from aggregator.models import Job
     from aggregator.store import Store
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 DEFAULT_DB = tpl.ROOT / ".local" / "aggregator.db"
 RETRY_DELAY = 10  # seconds before a failed delivery comes back locally (the template's visibility timeout: 360)
 IDLE_SECONDS = 300  # an instance idle this long is stopped, as Lambda reclaims idle sandboxes
@@ -88,6 +93,31 @@ def _whole(env: Mapping[str, str], name: str, default: int, *, low: int = 0, hig
     return int(raw)
 
 
+class DatabaseLock:
+    """One local stack, or one invoke, per database file at a time: each settles the jobs it finds as its
+    own, so two would fail each other's. The lock is on a file beside the database, released at exit."""
+
+    def __init__(self, db_path: str):
+        self._file = None
+        if fcntl is None:  # Windows: no advisory locks; the user keeps to one stack per file
+            return
+        lock = Path(f"{db_path}.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        self._file = lock.open("a")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise DeploymentError(
+                f"{db_path} is in use by another local stack or invoke: stop it, or set DB_PATH to another file"
+            ) from None
+
+    def stop(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
+            self._file = None
+
+
 class LocalStack:
     def __init__(self, options: Options, console: Console | None = None):
         self.options = options
@@ -111,6 +141,7 @@ class LocalStack:
 
     def deploy(self) -> Deployment:
         """The template in the emulated cloud, with each function's instances ready to start."""
+        self.parts.append(DatabaseLock(self.options.db_path))
         self.upstream_url = self._upstream()
         overrides = self.options.overrides | {
             "UPSTREAM_URL": self.upstream_url,

@@ -202,3 +202,23 @@ def _route(function: str, props: dict[str, Any]) -> Route:
     key = bool(props.get("Auth", {}).get("ApiKeyRequired"))
     timeout = int(props.get("TimeoutInMillis", 29_000))
     return Route(props["Method"].upper(), props["Path"], function, key, timeout)
+
+
+def parameter_problem(definition: dict[str, Any], value: str) -> str | None:
+    """Why CloudFormation would refuse `value` for a parameter so defined, or None if it would take it."""
+    if definition.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return "must be a number"
+        if "MinValue" in definition and number < float(definition["MinValue"]):
+            return f"must be at least {definition['MinValue']}"
+        if "MaxValue" in definition and number > float(definition["MaxValue"]):
+            return f"must be at most {definition['MaxValue']}"
+    allowed = definition.get("AllowedValues")
+    if allowed is not None and value not in [str(a) for a in allowed]:
+        return f"must be one of {', '.join(str(a) for a in allowed)}"
+    pattern = definition.get("AllowedPattern")
+    if pattern is not None and not re.fullmatch(pattern, value):
+        return f"must match {pattern}"
+    return None

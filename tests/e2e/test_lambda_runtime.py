@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import socket
+import struct
 import threading
 import time
 
@@ -135,6 +136,10 @@ def test_an_import_error_is_reported_as_an_init_error(probes):
     assert (status, json.loads(body)) == (502, {"message": "Internal server error"})
     probes.wait_for_output("broken at import")
     probes.wait_for_output("Phase: init\tStatus: error")
+    durations = [
+        float(m[1]) for m in map(re.compile(r"INIT_REPORT Init Duration: (-?[\d.]+) ms").search, probes.lines) if m
+    ]
+    assert durations and all(0 < d < 10_000 for d in durations)
 
 
 def test_a_handler_that_raises_answers_502_and_logs_the_error(probes):
@@ -230,6 +235,35 @@ def test_a_malformed_body_framing_is_answered_400(probes, headers):
     assert status == 400
 
 
+def test_a_body_shorter_than_its_length_is_answered_400(probes):
+    host, port = probes.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        connection.shutdown(socket.SHUT_WR)
+        reply = connection.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert json.loads(reply.partition(b"\r\n\r\n")[2]) == {"message": "Bad Request"}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /probe\r\n\r\n", 400),  # HTTP/0.9
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /probe HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(120)) + b"\r\n", 431),
+        (b"GET /probe HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+    ],
+)
+def test_the_servers_own_refusals_come_in_the_apis_json_shape(probes, request_bytes, status):
+    host, port = probes.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request_bytes)
+        reply = connection.makefile("rb").read()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status) and b"Content-Type: application/json" in head
+    assert json.loads(body)["message"]
+
+
 def test_a_chunked_body_reaches_the_function_whole(probes):
     chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     request = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
@@ -240,3 +274,11 @@ def test_a_chunked_body_reaches_the_function_whole(probes):
 def test_a_body_over_api_gateways_10_mb_is_answered_413(probes):
     status, _ = raw_request(probes, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10485761\r\n\r\n")
     assert status == 413
+
+
+def test_a_request_whose_client_hung_up_still_gets_its_console_line(probes):
+    host, port = probes.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        connection.sendall(b"GET /probe?action=sleep&seconds=1&hung=up HTTP/1.1\r\nHost: x\r\n\r\n")
+    probes.wait_for_output("GET /probe?action=sleep&seconds=1&hung=up -> 200", timeout=10)

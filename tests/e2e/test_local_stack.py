@@ -4,6 +4,7 @@ stack runs once with SQLite and once with DynamoDB (the template's tables in the
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -196,12 +197,16 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(sta
     ("env", "says"),
     [
         ({"PORT": "abc"}, "PORT must be a whole number"),
-        ({"UPSTREAM_TIMEOUT": "-3"}, "UPSTREAM_TIMEOUT must be between"),
+        ({"UPSTREAM_TIMEOUT": "-3"}, "UpstreamTimeout, which must be at least 1; got '-3'"),
+        ({"UPSTREAM_ATTEMPTS": "0"}, "UPSTREAM_ATTEMPTS must be between"),
         ({"UPSTREAM_URL": "file:///etc/passwd"}, "UPSTREAM_URL must be an http(s) URL"),
         ({"SCHEDULE_RATE": "cron(0 * * * ? *)"}, "cannot run the schedule"),
         ({"SCHEDULE_RATE": "rate(0 minutes)"}, "cannot run the schedule"),
         ({"LOCAL_VISIBILITY_TIMEOUT": "-1"}, "LOCAL_VISIBILITY_TIMEOUT must be a whole number"),
-        ({"STORE_BACKEND": "mysql"}, "STORE_BACKEND must be one of sqlite, dynamodb, got 'mysql'"),
+        ({"STORE_BACKEND": "mysql"}, "StoreBackend, which must be one of sqlite, dynamodb; got 'mysql'"),
+        ({"MAX_RECEIVE_COUNT": "abc"}, "MAX_RECEIVE_COUNT sets the template parameter MaxReceiveCount, which must"),
+        ({"MAX_RECEIVE_COUNT": "11"}, "MaxReceiveCount, which must be at most 10; got '11'"),
+        ({"UPSTREAM_TIMEOUT": "100"}, "UpstreamTimeout, which must be at most 25; got '100'"),
     ],
 )
 def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, says):
@@ -215,6 +220,38 @@ def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, s
     )
     assert result.returncode == 1
     assert says in result.stderr
+
+
+def run_to_exit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "local", *args],
+        cwd=ROOT,
+        env={**user_environment(), "PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_moto_port_in_use_is_reported_at_once(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_to_exit({"MOTO_PORT": str(port), "DB_PATH": str(tmp_path / "x.db")})
+    assert result.returncode == 1
+    assert f"MOTO_PORT {port} cannot be used" in result.stderr
+
+
+def test_one_database_serves_one_stack_or_invoke_at_a_time(start_stack, fake_upstream, tmp_path):
+    start_stack(UPSTREAM_URL=fake_upstream.url)  # on tmp_path / "aggregator.db"
+    in_use = f"{tmp_path / 'aggregator.db'} is in use by another local stack or invoke"
+    second = run_to_exit({"DB_PATH": str(tmp_path / "aggregator.db")})
+    assert second.returncode == 1 and in_use in second.stderr
+    one_off = run_to_exit(
+        {"DB_PATH": str(tmp_path / "aggregator.db")}, "invoke", "SchedulerFunction", "-e", "events/schedule.json"
+    )
+    assert one_off.returncode == 1 and in_use in one_off.stderr
 
 
 def test_a_port_in_use_is_reported(start_stack, fake_upstream, tmp_path):
