@@ -116,6 +116,14 @@ def test_a_deleted_database_file_is_refused_never_recreated_and_a_replaced_one_i
         )
     assert not path.exists()
 
+    replacement = SqliteStore(str(tmp_path / "replacement.db"))
+    merge(replacement, [[(7, 1, "seven", "b"), (8, 1, "eight", "b")]])
+    replacement.close()
+    os.replace(tmp_path / "replacement.db", path)
+    assert [post["title"] for post in stack.json("GET", "/data")[1]] == ["seven", "eight"]
+
+    assert stack.stop() == 0
+    path.unlink()  # gone again, with no stack running: the next start refuses it too
     restart = subprocess.run(
         [sys.executable, "-m", "local"],
         cwd=ROOT,
@@ -127,12 +135,6 @@ def test_a_deleted_database_file_is_refused_never_recreated_and_a_replaced_one_i
     assert restart.returncode == 1
     assert f"{path}: the database is unavailable: the database file is missing, though" in restart.stderr
     assert not path.exists()
-
-    replacement = SqliteStore(str(tmp_path / "replacement.db"))
-    merge(replacement, [[(7, 1, "seven", "b"), (8, 1, "eight", "b")]])
-    replacement.close()
-    os.replace(tmp_path / "replacement.db", path)
-    assert [post["title"] for post in stack.json("GET", "/data")[1]] == ["seven", "eight"]
 
 
 def test_a_full_database_fails_the_fetch_with_its_own_reason_and_keeps_its_posts(start_stack):

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 
 from aggregator import openapi
 from aggregator.config import settings
-from aggregator.models import FetchMode
+from aggregator.models import FetchMode, JobStatus
 from aggregator.store import Progress, open_store
 from aggregator.store.sqlite import ABANDONED_SYNC
 from local import apigw
@@ -230,7 +230,7 @@ def test_the_examples_of_a_job_given_up_a_full_store_and_the_history_are_what_th
     answers = []
     fetch = threading.Thread(target=lambda: answers.append(invoke("FetchApiFunction", load_event("post_fetch_sync"))))
     fetch.start()
-    while not store.list_jobs():
+    while not store.list_jobs() or store.list_jobs()[0].status != JobStatus.RUNNING:  # its fetch has begun
         time.sleep(0.01)
     store.fail_job(store.list_jobs()[0].job_id, ABANDONED_SYNC)  # as a claim after its lease gives it up
     fetch.join()
