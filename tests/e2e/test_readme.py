@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,27 +15,34 @@ from tests.running_stack import user_environment
 
 pytestmark = pytest.mark.e2e
 LOCAL = "http://127.0.0.1:3000"
-CURL_LINE = re.compile(r"^(curl .*?)\s+# -> (\d{3})")
+CURL_LINE = re.compile(r"^(curl .*?)\s+# -> (\d{3})(.*)$")
+HEADER_CLAIMS = {  # what a comment says of the answer's headers, and what the headers must then hold
+    'Link: rel="next"': re.compile(r'^Link: <[^>]+>; rel="next"\r?$', re.M),
+    "Location names its status": re.compile(r"^Location: /fetch/status/[0-9a-f-]{36}\r?$", re.M),
+}
 
 
-def readme_curls() -> list[tuple[str, int]]:
+def readme_curls() -> list[tuple[str, int, str]]:
+    """Each curl of the README's walk-through: the command, its status and the rest of its comment."""
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     lines = [line for block in blocks for line in block.splitlines() if line.startswith("curl ") and LOCAL in line]
-    return [(m.group(1), int(m.group(2))) for m in map(CURL_LINE.match, lines) if m]
+    return [(m.group(1), int(m.group(2)), m.group(3)) for m in map(CURL_LINE.match, lines) if m]
 
 
 def test_the_readme_walk_through_names_its_expected_answers():
     curls = readme_curls()
     assert len(curls) >= 10
-    assert all(LOCAL in command for command, _ in curls)
+    assert all(LOCAL in command for command, _, _ in curls)
+    claims = [claim for _, _, comment in curls for claim in HEADER_CLAIMS if claim in comment]
+    assert sorted(set(claims)) == sorted(HEADER_CLAIMS)  # each kind of claim is checked somewhere
 
 
 @pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed; .ci/run installs it")
 def test_every_readme_curl_answers_as_the_readme_says(start_stack):
     stack = start_stack(UPSTREAM="sample")
     job_id = None
-    for command, expected in readme_curls():
+    for command, expected, comment in readme_curls():
         if "<job_id>" in command:
             assert job_id, "the README shows a job status before any job"
             command = command.replace("<job_id>", job_id)
@@ -42,6 +50,9 @@ def test_every_readme_curl_answers_as_the_readme_says(start_stack):
         output = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60).stdout
         body, _, status = output.rpartition("\n")
         assert int(status) == expected, f"{command}\n{output}"
+        for claim, pattern in HEADER_CLAIMS.items():
+            if claim in comment:
+                assert " -si " in command and pattern.search(body), f"{command}: no {claim}\n{output}"
         found = re.search(r'"job_id":"([0-9a-f-]{36})"', body)
         job_id = found.group(1) if found and "mode=task" in command else job_id
     assert job_id
@@ -65,7 +76,9 @@ def env_json_here(stack, upstream, folder) -> str:
 def invoke_with(env_vars: str, function: str, event: str) -> subprocess.CompletedProcess[str]:
     """One invocation in a process of its own, as sam local gives each request a container of its own."""
     command = [sys.executable, "-m", "local", "invoke", function, "-e", event, "--env-vars", env_vars]
-    return subprocess.run(command, cwd=ROOT, env=user_environment(), capture_output=True, text=True, timeout=120)
+    lock_beside = {"DB_PATH": str(Path(env_vars).with_name("invoke.db"))}  # not the repository's own .local file
+    env = {**user_environment(), **lock_beside}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 def answer_of(done: subprocess.CompletedProcess[str]) -> tuple[int, object]:
