@@ -19,7 +19,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.error("not a scheduled event; nothing queued")
         return {"error": "not a scheduled event: expected an EventBridge 'Scheduled Event' from 'aws.events'"}
     config = settings()
-    claim = queue.submit(open_store(config), config, FetchMode.SCHEDULED)
+    store = open_store(config, seconds_left=context.get_remaining_time_in_millis() / 1000)
+    claim = queue.submit(store, config, FetchMode.SCHEDULED)
     logger.set_correlation_id(claim.job.job_id)
     logger.info("scheduled fetch", extra={"outcome": claim.outcome.value})
     return {"job_id": claim.job.job_id, "outcome": claim.outcome.value}

@@ -26,7 +26,7 @@ def run_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     job_id = queue.job_id_of(record.body)
     logger.set_correlation_id(job_id)
     config = settings()
-    store = open_store(config)
+    store = open_store(config, seconds_left=lambda_context.get_remaining_time_in_millis() / 1000)
     job = store.get_job(job_id)
     if job is None:
         raise JobFailed(f"no job {job_id}")

@@ -120,3 +120,16 @@ def test_a_function_serves_the_resource_api_gateway_matched_however_the_path_is_
     job = json.loads(stack.request("POST", "/fetch?mode=sync", {"x-api-key": KEY})[2])
     status, _, body = stack.request("GET", f"/fetch/status/{job['job_id'].replace('a', '%61')}")
     assert (status, json.loads(body)) == (200, job)
+
+
+def test_a_job_id_is_validated_as_the_gateway_decoded_it(keyed):
+    stack, _ = keyed
+    job = json.loads(stack.request("POST", "/fetch?mode=sync", {"x-api-key": KEY})[2])
+    for spelling in ("%2F", "%2f", "%E2%80%8B", "%C2%A0", "%2F..", "%20"):  # a slash, zero-width and no-break spaces
+        status, _, body = stack.request("GET", f"/fetch/status/{job['job_id']}{spelling}")
+        assert status == 422, (spelling, status, body)
+        assert json.loads(body)["detail"][0]["loc"] == ["path", "job_id"]
+    status, _, body = stack.request("GET", "/fetch/status/..%2f..%2ffetch")
+    assert (status, json.loads(body)["message"]) == (422, "invalid request: job_id")
+    status, _, body = stack.request("GET", f"/fetch/status/{job['job_id'].upper()}")
+    assert (status, json.loads(body)) == (200, job)  # a UUID in either case

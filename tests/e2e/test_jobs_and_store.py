@@ -137,6 +137,26 @@ def test_a_deleted_database_file_is_refused_never_recreated_and_a_replaced_one_i
     assert not path.exists()
 
 
+def test_a_database_file_overwritten_or_emptied_under_the_stack_is_refused_in_the_error_shape(
+    start_stack, fake_upstream, tmp_path
+):
+    path = tmp_path / "aggregator.db"
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
+    assert stack.json("POST", "/fetch?mode=sync")[0] == 200
+    path.write_bytes(b"garbage\n")  # `echo garbage > $DB_PATH`: the open file, overwritten
+    for method, target in [("GET", "/data?limit=1"), ("GET", "/fetch/jobs"), ("POST", "/fetch?mode=sync")]:
+        status, answer = stack.json(method, target)
+        assert (status, answer["statusCode"]) == (503, 503), (target, answer)
+        assert answer["message"].startswith("the database is unavailable: the database file is not a SQLite database")
+    path.unlink()
+    path.touch()  # `rm $DB_PATH; touch $DB_PATH`
+    for method, target in [("GET", "/data"), ("POST", "/fetch?mode=sync")]:
+        status, answer = stack.json(method, target)
+        assert status == 503 and answer["message"].startswith("the database is unavailable: the database file is empty")
+    assert path.stat().st_size == 0  # never made into a new database
+    assert "Traceback" not in stack.output
+
+
 def test_a_full_database_fails_the_fetch_with_its_own_reason_and_keeps_its_posts(start_stack):
     with SampleUpstream(100) as upstream:
         stack = start_stack(UPSTREAM_URL=upstream.url, DB_MAX_MB="1")

@@ -10,13 +10,14 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from aggregator.api import STORE_UNAVAILABLE_EXAMPLE
+from aggregator.api import STORE_FAILED_EXAMPLE, STORE_LOCKED_EXAMPLE, STORE_UNAVAILABLE_EXAMPLE
 from aggregator.config import settings
+from aggregator.examples import INVALID_JOB_ID
 from aggregator.ingest import MAX_POST_CHARS
 from aggregator.models import JobStatus
 from aggregator.routes.reads import LAMBDA_RESPONSE_LIMIT, PAGE_BUDGET_BYTES
 from aggregator.store import open_store
-from tests.helpers import api_event, body, invoke, load_event, merge, reset_settings
+from tests.helpers import api_event, body, invoke, load_event, merge, queued_job, reset_settings
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -142,11 +143,29 @@ def test_an_unknown_job_is_404_with_a_json_error():
     assert body(response) == {"statusCode": 404, "message": f"no job {UNKNOWN_JOB}"}
 
 
-@pytest.mark.parametrize("job_id", ["42", "..", "' OR '1'='1", UNKNOWN_JOB.upper(), UNKNOWN_JOB + "0"])
+@pytest.mark.parametrize("job_id", ["42", "..", "' OR '1'='1", UNKNOWN_JOB + "0", "../../fetch", "..%2F..%2Ffetch"])
 def test_a_malformed_job_id_is_422(job_id):
     response = invoke("ReadApiFunction", api_event("get_job_status", path_params={"job_id": job_id}))
     assert response["statusCode"] == 422
     assert body(response)["detail"][0]["loc"] == ["path", "job_id"]
+
+
+@pytest.mark.parametrize("suffix", ["/", "//", "%2F", "\u200b", "\xa0", " ", "/..", "/x"])
+def test_a_job_id_is_read_as_the_gateway_decoded_it_never_as_another(store, suffix):
+    """API Gateway hands the function `<job_id>/` for `/fetch/status/<job_id>%2F`: that is not the job's id."""
+    job = queued_job(store)
+    event = api_event("get_job_status", path_params={"job_id": job.job_id + suffix})
+    response = invoke("ReadApiFunction", event)
+    assert response["statusCode"] == 422, (suffix, response)
+    assert body(response)["detail"] == INVALID_JOB_ID["detail"]
+
+
+def test_a_job_id_in_upper_case_reads_that_job(store):
+    jobs = [queued_job(store) for _ in range(2)]
+    response = invoke("ReadApiFunction", api_event("get_job_status", path_params={"job_id": jobs[0].job_id.upper()}))
+    assert (response["statusCode"], body(response)) == (200, jobs[0].as_json())
+    older = body(history(before=jobs[1].job_id.upper()))
+    assert [job["job_id"] for job in older] == [jobs[0].job_id]
 
 
 def test_swagger_ui_is_served_inline():
@@ -335,7 +354,7 @@ def test_a_history_page_after_an_unknown_job_is_404():
     assert (response["statusCode"], body(response)["message"]) == (404, f"no job {UNKNOWN_JOB}")
 
 
-@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"before": "42"}, {"before": UNKNOWN_JOB.upper()}])
+@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"before": "42"}, {"before": UNKNOWN_JOB + "/"}])
 def test_bad_history_paging_is_422_naming_the_field(query):
     response = history(**query)
     assert response["statusCode"] == 422
@@ -386,6 +405,59 @@ def test_a_deleted_database_file_answers_503_and_is_not_recreated(upstream, stor
         assert response["statusCode"] == 503, event
         assert body(response) == STORE_UNAVAILABLE_EXAMPLE  # the document's example
     assert not os.path.exists(path)
+
+
+EVERY_ROUTE = [
+    ("ReadApiFunction", "get_data"),
+    ("ReadApiFunction", "get_job_status"),
+    ("ReadApiFunction", "get_job_history"),
+    ("FetchApiFunction", "post_fetch_sync"),
+    ("FetchApiFunction", "post_fetch_task"),
+]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file
+@pytest.mark.parametrize(("content", "what"), [(b"", "empty"), (b"garbage\n", "not a SQLite database")])
+def test_a_database_file_emptied_or_overwritten_answers_503_in_the_error_shape(upstream, content, what):
+    assert sync_fetch()["statusCode"] == 200  # the functions have it open
+    path = settings().db_path
+    with open(path, "wb") as file:  # `echo garbage > $DB_PATH`: the same file, overwritten
+        file.write(content)
+    for function, event in EVERY_ROUTE:
+        response = invoke(function, load_event(event))
+        assert response["statusCode"] == 503, (event, response)
+        assert body(response)["message"].startswith(f"the database is unavailable: the database file is {what}")
+    with open(path, "rb") as file:
+        assert file.read() == content  # never made into a new database
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file
+def test_a_corrupt_database_answers_500_with_its_own_reason_in_the_error_shape(upstream):
+    assert sync_fetch()["statusCode"] == 200
+    with open(settings().db_path, "r+b") as file:
+        file.seek(100)  # past the header: the first page, where the schema is
+        file.write(b"\xff" * 300)
+    reset_settings()  # a new instance: it reads the schema
+    for function, event in EVERY_ROUTE:
+        response = invoke(function, load_event(event))
+        assert (response["statusCode"], body(response)) == (500, STORE_FAILED_EXAMPLE), event  # the document's
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file
+def test_a_request_waiting_on_a_lock_answers_503_before_its_invocation_ends(upstream):
+    assert sync_fetch()["statusCode"] == 200
+    holder = sqlite3.connect(settings().db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # held longer than any request may wait
+    try:
+        for function, event in EVERY_ROUTE:
+            started = time.monotonic()
+            response = invoke(function, load_event(event), timeout=4)
+            waited = time.monotonic() - started
+            assert (response["statusCode"], body(response)) == (503, STORE_LOCKED_EXAMPLE), event  # the document's
+            assert 1.5 < waited < 4, (event, waited)  # it waited, and answered before the function's timeout
+    finally:
+        holder.execute("ROLLBACK")
+    assert sync_fetch()["statusCode"] == 200
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # its file

@@ -117,8 +117,10 @@ def test_the_response_headers_are_declared():
 
     assert headers("/data", "get", "200") == {"Link": False}
     assert headers("/fetch", "post", "202") == {"X-Fetch-Outcome": True, "Location": True}
-    for status in ("200", "502", "504"):
+    for status in ("200", "409"):
         assert headers("/fetch", "post", status) == {"X-Fetch-Outcome": True}
+    for status in ("500", "502", "504"):  # not required: API Gateway's own answers of these statuses lack it
+        assert headers("/fetch", "post", status) == {"X-Fetch-Outcome": False}
     assert DOCUMENT["components"]["responses"]["MethodNotAllowed"]["headers"]["Allow"]["required"]
 
 
@@ -155,11 +157,14 @@ def test_a_failed_job_is_never_shown_as_a_success_or_the_reverse():
     for status, states in {
         "200": ["succeeded"],
         "202": ["queued", "running"],
+        "409": ["failed"],
+        "500": ["failed"],
         "502": ["failed"],
         "504": ["failed"],
     }.items():
         schema = response("/fetch", "post", status)["content"]["application/json"]["schema"]
-        assert schema["allOf"][1]["properties"]["status"]["enum"] == states
+        job_schema = schema["anyOf"][0] if "anyOf" in schema else schema  # the others: API Gateway's, the error
+        assert job_schema["allOf"][1]["properties"]["status"]["enum"] == states
         for state in {"queued", "running", "succeeded", "failed"} - set(states):
             assert schema_errors(schema, load_example_job() | {"status": state}) != [], (status, state)
 
@@ -198,9 +203,31 @@ def test_the_examples_are_what_the_api_answers(upstream, sqs):
     assert body(unknown) == example("/fetch/status/{job_id}", "get", "404", "example")
 
 
+# The request that answers each operation's 422 example.
+INVALID_REQUESTS = {
+    ("/data", "get"): ("ReadApiFunction", "get_data", {"query": {"user_id": "1_0"}}),
+    ("/fetch/status/{job_id}", "get"): ("ReadApiFunction", "get_job_status", {"path_params": {"job_id": "not-a-uuid"}}),
+    ("/fetch/jobs", "get"): ("ReadApiFunction", "get_job_history", {"query": {"limit": "0"}}),
+    ("/fetch", "post"): ("FetchApiFunction", "post_fetch_sync", {"query": {"mode": "later"}}),
+}
+
+
+def test_every_422_example_is_what_its_operation_answers_and_names_its_own_parameter(upstream):
+    operations = {(path, method): op for path, item in DOCUMENT["paths"].items() for method, op in item.items()}
+    assert set(operations) == set(INVALID_REQUESTS)
+    for (path, method), (function, event, changes) in INVALID_REQUESTS.items():
+        shown = resolve(operations[path, method]["responses"]["422"])["content"]["application/json"]["examples"]
+        answer = invoke(function, api_event(event, **changes))
+        assert answer["statusCode"] == 422
+        assert [example["value"] for example in shown.values()] == [body(answer)], (path, method)
+        taken = {(parameter["in"], parameter["name"]) for parameter in operations[path, method]["parameters"]}
+        assert {tuple(fault["loc"]) for fault in body(answer)["detail"]} <= taken, (path, method)
+    assert upstream.requests == 0
+
+
 def test_the_example_of_a_job_that_could_not_be_queued_is_what_the_api_answers(upstream):
     answer = invoke("FetchApiFunction", load_event("post_fetch_task"))  # no queue configured
-    assert (answer["statusCode"], body(answer)) == (503, example("/fetch", "post", "503", "example"))
+    assert (answer["statusCode"], body(answer)) == (503, example("/fetch", "post", "503", "not_queued"))
 
 
 def under(path_prefix: str, name: str) -> dict:

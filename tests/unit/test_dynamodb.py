@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 
 from aggregator import ingest
 from aggregator.config import load
@@ -228,4 +230,37 @@ def test_a_missing_table_is_unavailable_and_named(backend):
     with pytest.raises(StoreUnavailable, match="NoSuchPosts"):
         store.count_posts()
     with pytest.raises(StoreUnavailable, match="NoSuchJobs"):
+        store.get_job("0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10")
+
+
+@pytest.mark.parametrize(
+    ("fault", "found"),
+    [
+        ({"Code": "ThrottlingException", "Message": "Rate of requests exceeds the allowed throughput."}, "Throttling"),
+        ({"Code": "ProvisionedThroughputExceededException", "Message": "Too much"}, "ProvisionedThroughput"),
+    ],
+)
+def test_throttling_past_the_clients_retries_is_unavailable(backend, fault, found):
+    from aggregator.config import settings
+
+    client = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    client.meta.events.register(
+        "before-call.dynamodb.Query", lambda **_: (SimpleNamespace(status_code=400, headers={}), {"Error": fault})
+    )
+    store = DynamoDbStore(settings().posts_table, settings().jobs_table, client)
+    with pytest.raises(StoreUnavailable, match=found):
+        store.count_posts()
+
+
+def test_an_unreachable_endpoint_is_unavailable(backend):
+    from aggregator.config import settings
+
+    client = boto3.client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 1}))
+
+    def unreachable(**_):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    client.meta.events.register("before-call.dynamodb.GetItem", unreachable)
+    store = DynamoDbStore(settings().posts_table, settings().jobs_table, client)
+    with pytest.raises(StoreUnavailable, match="Could not connect"):
         store.get_job("0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10")

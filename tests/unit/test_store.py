@@ -8,8 +8,10 @@ import random
 import sqlite3
 import time
 
+import boto3
 import pytest
 
+from aggregator import config
 from aggregator.models import ClaimOutcome, FetchMode, JobStatus, Post
 from aggregator.store import (
     LeaseLost,
@@ -353,7 +355,43 @@ def test_a_full_database_fails_with_its_own_error_and_keeps_what_it_had(db_path)
     assert merge(db, [rows(1, 2, 3)]).inserted == 1  # the store works on after the failure
 
 
-# The file: deleted or replaced under an open store
+# Every read and write fails with the store's own errors
+
+
+STORE_CALLS = {  # every read and write of the interface, given a running job's lease
+    "count_posts": lambda db, lease: db.count_posts(),
+    "page_of_posts_json": lambda db, lease: db.page_of_posts_json(user_id=None, after_id=0, limit=9, max_bytes=9999),
+    "list_posts": lambda db, lease: db.list_posts(),
+    "create_job": lambda db, lease: db.create_job(FetchMode.TASK, lease_seconds=LEASE_SECONDS),
+    "claim_job": lambda db, lease: db.claim_job(FetchMode.TASK, fresh_for=0, lease_seconds=60, keep_jobs=9),
+    "get_job": lambda db, lease: db.get_job(lease.job.job_id),
+    "list_jobs": lambda db, lease: db.list_jobs(),
+    "page_of_jobs": lambda db, lease: db.page_of_jobs(before=None, limit=9),
+    "start_job": lambda db, lease: db.start_job(lease.job.job_id, lease_seconds=LEASE_SECONDS),
+    "reissue_lease": lambda db, lease: db.reissue_lease(lease.job.job_id, lease_seconds=LEASE_SECONDS),
+    "record_progress": lambda db, lease: db.record_progress(lease, Progress(fetched=1, pages=1)),
+    "merge_fetch": lambda db, lease: db.merge_fetch(lease, [rows(1)], lambda: fetch_end([rows(1)])),
+    "fail_job": lambda db, lease: db.fail_job(lease.job.job_id, "failed"),
+}
+
+
+@pytest.mark.parametrize("call", STORE_CALLS)
+def test_every_read_and_write_on_a_broken_database_fails_with_the_stores_own_error(db, backend, db_path, call):
+    lease = running_job(db)
+    merge(db, [rows(1, 2)])
+    if backend == "sqlite":
+        with open(db_path, "r+b") as file:  # overwritten in place: the store's connection still has it open
+            file.write(b"garbage\n" * 64)
+    else:
+        for table in (config.settings().posts_table, config.settings().jobs_table):
+            boto3.client("dynamodb").delete_table(TableName=table)
+    with pytest.raises(StoreError) as raised:
+        STORE_CALLS[call](db, lease)
+    assert isinstance(raised.value, StoreUnavailable)  # not a database (any longer), no table: try again later
+    assert raised.value.args[0].startswith("the database is unavailable: ")
+
+
+# The file: deleted, emptied, overwritten or replaced under an open store
 
 
 def test_a_deleted_file_is_an_error_and_is_never_recreated_empty(sqlite_db, db_path):
@@ -364,6 +402,43 @@ def test_a_deleted_file_is_an_error_and_is_never_recreated_empty(sqlite_db, db_p
     with pytest.raises(StoreUnavailable, match="database file is missing"):
         SqliteStore(db_path)  # a new process refuses as well
     assert not os.path.exists(db_path)
+
+
+@pytest.mark.parametrize(("content", "what"), [(b"", "empty"), (b"garbage\n", "not a SQLite database")])
+def test_an_emptied_or_overwritten_file_is_refused_like_a_missing_one(sqlite_db, db_path, content, what):
+    merge(sqlite_db, [rows(1, 2)])
+    os.remove(db_path)
+    with open(db_path, "wb") as file:  # `rm $DB_PATH; touch $DB_PATH`, or `echo garbage > $DB_PATH`
+        file.write(content)
+    refused = f"the database file is {what}, though a database was created there"
+    with pytest.raises(StoreUnavailable, match=refused):
+        sqlite_db.list_posts()
+    with pytest.raises(StoreUnavailable, match=refused):
+        SqliteStore(db_path)  # a new process refuses as well
+    with open(db_path, "rb") as file:
+        assert file.read() == content  # never made into a new database
+
+
+def test_deleting_the_marker_makes_an_empty_file_a_new_database(sqlite_db, db_path):
+    merge(sqlite_db, [rows(1, 2)])
+    os.remove(db_path)
+    open(db_path, "wb").close()
+    os.remove(db_path + MARKER_SUFFIX)
+    assert sqlite_db.count_posts() == 0
+
+
+def test_a_lock_held_past_the_deadline_is_unavailable_at_the_deadline(sqlite_db, db_path):
+    merge(sqlite_db, [rows(1)])
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as a merge's commit holds it, for longer
+    sqlite_db.set_deadline(time.monotonic() + 0.5)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"database is locked \(SQLITE_BUSY\)"):
+        sqlite_db.count_posts()
+    assert 0.4 < time.monotonic() - started < 2.0
+    holder.execute("ROLLBACK")
+    sqlite_db.set_deadline(None)
+    assert sqlite_db.count_posts() == 1
 
 
 def test_a_file_moved_away_and_back_is_read_again(sqlite_db, db_path):

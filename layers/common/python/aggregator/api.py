@@ -4,10 +4,11 @@ one JSON error shape."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
@@ -17,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
     OpenAPIResponseContentModel,
+    OpenAPIResponseContentSchema,
     OpenAPIResponseHeader,
 )
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -25,7 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
-from aggregator.models import ErrorBody, Unavailable
+from aggregator.models import BackendError, ErrorBody, GatewayMessage, Unavailable
 from aggregator.observability import logger
 
 ProxyResult = dict[str, Any]
@@ -38,12 +40,43 @@ STRING_MAPS = ("headers", "queryStringParameters", "pathParameters", "stageVaria
 LIST_MAPS = ("multiValueHeaders", "multiValueQueryStringParameters")
 
 
-def error_response(description: str, example: dict[str, Any] | None = None) -> OpenAPIResponse:
-    """An OpenAPI response whose body is the one error shape."""
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
+GATEWAY_SCHEMA = {"$ref": "#/components/schemas/GatewayMessage"}
+
+
+def error_response(description: str, example: dict[str, Any] | None = None, **named: dict[str, Any]) -> OpenAPIResponse:
+    """An OpenAPI response whose body is the one error shape, with its example (or examples, by name)."""
     content: OpenAPIResponseContentModel = {"model": ErrorBody}
-    if example is not None:
-        content["examples"] = {"example": {"value": example}}
+    found = ({"example": example} if example is not None else {}) | named
+    if found:
+        content["examples"] = _examples(found)
     return {"description": description, "content": {"application/json": content}}
+
+
+def gateway_response(description: str, **named: dict[str, Any]) -> OpenAPIResponse:
+    """An answer API Gateway gives itself, `{"message": ...}`, with its examples by name."""
+    content: OpenAPIResponseContentModel = {"model": GatewayMessage, "examples": _examples(named)}
+    return {"description": description, "content": {"application/json": content}}
+
+
+def any_of_response(
+    description: str,
+    schemas: list[dict[str, Any]],
+    headers: dict[str, OpenAPIResponseHeader] | None = None,
+    **named: dict[str, Any],
+) -> OpenAPIResponse:
+    """An OpenAPI response whose body is any of `schemas` (a status that the API and API Gateway both
+    answer, each in its own shape), with its examples by name."""
+    schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    content: OpenAPIResponseContentSchema = {"schema": schema, "examples": _examples(named)}
+    response: OpenAPIResponse = {"description": description, "content": {"application/json": content}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _examples(named: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: {"value": value} for name, value in named.items()}
 
 
 def header(description: str, schema: dict[str, Any], *, required: bool = False) -> OpenAPIResponseHeader:
@@ -54,12 +87,9 @@ def header(description: str, schema: dict[str, Any], *, required: bool = False) 
     return declared  # type: ignore[return-value]
 
 
-INVALID_INPUT_EXAMPLE = {
-    "statusCode": 422,
-    "message": "invalid request: user_id",
-    "detail": [
-        {"loc": ["query", "user_id"], "type": "int_parsing", "msg": "Input should be plain decimal digits"},
-    ],
+STORE_FAILED_EXAMPLE = {
+    "statusCode": 500,
+    "message": "database error: database disk image is malformed (SQLITE_CORRUPT)",
 }
 STORE_UNAVAILABLE_EXAMPLE = {
     "statusCode": 503,
@@ -68,15 +98,55 @@ STORE_UNAVAILABLE_EXAMPLE = {
         "(DB_PATH.created says so); restore the file, or delete DB_PATH.created to start with an empty database"
     ),
 }
-ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
-    422: error_response(
-        "Invalid input: a malformed value, an unknown or repeated query parameter; `detail` has one item per fault",
-        INVALID_INPUT_EXAMPLE,
-    ),
-    503: error_response(
-        "The database is unavailable: its file is missing, and is never recreated empty", STORE_UNAVAILABLE_EXAMPLE
+STORE_LOCKED_EXAMPLE = {
+    "statusCode": 503,
+    "message": (
+        "the database is unavailable: database is locked (SQLITE_BUSY): another connection held its lock past the "
+        "time this request had; try again"
     ),
 }
+# API Gateway's own answers: the function failed (an exception, a crash, its memory, its timeout), did not
+# answer within the integration's 29 s, was throttled by Lambda, or the stage's throttle refused the request.
+FUNCTION_FAILED_EXAMPLE = {"message": "Internal server error"}
+GATEWAY_TIMEOUT_EXAMPLE = {"message": "Endpoint request timed out"}
+TOO_MANY_REQUESTS_EXAMPLE = {"message": "Too Many Requests"}
+
+
+def error_responses(invalid_input: dict[str, Any]) -> dict[int, OpenAPIResponse]:
+    """The error answers every operation may give: its invalid input (`invalid_input`, an answer of its own),
+    the store's failures, and API Gateway's own answers."""
+    return {
+        422: error_response(
+            "Invalid input: a malformed value, an unknown or repeated query parameter; `detail` has one item per fault",
+            invalid_input,
+        ),
+        429: gateway_response(
+            "API Gateway's own: the stage's throttle (or the usage plan's) refused the request",
+            throttled=TOO_MANY_REQUESTS_EXAMPLE,
+        ),
+        500: any_of_response(
+            "The store failed: the message is the database's own reason. Or API Gateway's own, when Lambda "
+            "throttles the function",
+            [ERROR_SCHEMA, GATEWAY_SCHEMA],
+            store_failed=STORE_FAILED_EXAMPLE,
+            throttled=FUNCTION_FAILED_EXAMPLE,
+        ),
+        502: gateway_response(
+            "API Gateway's own: the function failed (an exception, a crash, its memory or its timeout)",
+            function_failed=FUNCTION_FAILED_EXAMPLE,
+        ),
+        503: error_response(
+            "The database is unavailable, and may be later: its file is missing or is not the database created "
+            "there (it is never recreated empty), a lock on it was held past the request's time, a table is "
+            "missing, or its requests are throttled",
+            missing=STORE_UNAVAILABLE_EXAMPLE,
+            locked=STORE_LOCKED_EXAMPLE,
+        ),
+        504: gateway_response(
+            "API Gateway's own: the function did not answer within the integration's timeout (29 s)",
+            timed_out=GATEWAY_TIMEOUT_EXAMPLE,
+        ),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +168,23 @@ def _plain_digits(value: object) -> object:
     return value
 
 
+class GatewayResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver, except that a route's path parameters are the values API Gateway decoded
+    (`pathParameters`), validated as given, never parsed again from the path."""
+
+    def _convert_matches_into_route_keys(self, match: re.Match[str]) -> dict[str, str]:
+        given = self.current_event.path_parameters or {}
+        return {name: given.get(name, value) for name, value in match.groupdict().items()}
+
+
 def resolver(*routers: Router) -> APIGatewayRestResolver:
     """A validating resolver serving `routers`, strict about its query, with every error in one shape."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = GatewayResolver(enable_validation=True)
     for router in routers:
         app.include_router(router)
     app.use([_strict_query])
     app.exception_handler(RequestValidationError)(lambda exc: _invalid_request(app, exc))
-    app.exception_handler(Unavailable)(_unavailable)
+    app.exception_handler(BackendError)(_backend_failed)
     return app
 
 
@@ -118,28 +197,38 @@ def serve(
     answer: Callable[[dict[str, Any], LambdaContext], ProxyResult], event: object, context: LambdaContext
 ) -> ProxyResult:
     """The door of every API function. `answer` sees a well-formed REST proxy event whose path is the resource
-    API Gateway matched, filled with its path parameters: the function serves the route the gateway chose,
-    however the client spelled the path. Anything else gets a clean JSON error, never an exception."""
+    API Gateway matched, filled with its path parameters, each percent-encoded into the segments it held: the
+    function serves the route the gateway chose, however the client spelled the path, and a resolver made
+    by `resolver` hands each route the parameters as the gateway decoded them. Anything else gets a clean JSON
+    error, never an exception."""
     fault = proxy_event_fault(event)
     if fault is not None:
         logger.error("not an API Gateway REST proxy event", extra={"reason": fault})
         return proxy_result(400, {"statusCode": 400, "message": f"not an API Gateway REST proxy event: {fault}"})
     assert isinstance(event, dict)
-    path = resource_path(event["resource"], event.get("pathParameters") or {})
+    params: dict[str, str] = event.get("pathParameters") or {}
+    path = resource_path(event["resource"], params)
     if path is None:
         return proxy_result(
             404, {"statusCode": 404, "message": "no route: a path parameter of the resource is missing"}
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in event["path"] + path):
-        # No route has one; and a route pattern's `$` would accept a trailing newline.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in event["path"] + "".join(params.values())):
         return proxy_result(404, {"statusCode": 404, "message": "no route: the path holds a control character"})
     return answer({**event, "path": path}, context)
 
 
 def resource_path(resource: str, params: dict[str, str]) -> str | None:
-    """`resource` (e.g. /fetch/status/{job_id}) with each parameter's value; None if one is missing."""
-    parts = [params.get(p.strip("{+}")) if p.startswith("{") else p for p in resource.split("/")]
-    return None if None in parts else "/".join(p for p in parts if p is not None)
+    """`resource` (e.g. /fetch/status/{job_id}) with each parameter's value percent-encoded, so that a value
+    stays in the segments it fills (a greedy `{proxy+}` keeps its slashes); None if one is missing."""
+    parts = []
+    for part in resource.split("/"):
+        if part.startswith("{"):
+            value = params.get(part.strip("{+}"))
+            if value is None:
+                return None
+            part = quote(value, safe="/" if part.endswith("+}") else "")
+        parts.append(part)
+    return "/".join(parts)
 
 
 def proxy_event_fault(event: object) -> str | None:
@@ -208,9 +297,11 @@ def error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
     )
 
 
-def _unavailable(exc: Unavailable) -> Response[dict[str, Any]]:
-    logger.error("unavailable", extra={"reason": str(exc)})
-    return error(503, str(exc))
+def _backend_failed(exc: BackendError) -> Response[dict[str, Any]]:
+    """A part the request needs failed: 503 if it may work later (Unavailable), else 500; with its reason."""
+    unavailable = isinstance(exc, Unavailable)
+    logger.error("unavailable" if unavailable else "backend failed", extra={"reason": str(exc)})
+    return error(503 if unavailable else 500, str(exc))
 
 
 def _strict_query(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -256,14 +347,16 @@ def _invalid(faults: list[dict[str, Any]]) -> Response[dict[str, Any]]:
 
 
 __all__ = [
-    "ERROR_RESPONSES",
     "JOBS_TAG",
     "POSTS_TAG",
     "TAGS",
     "DecimalInt",
     "NotFoundError",
+    "any_of_response",
     "error",
     "error_response",
+    "error_responses",
+    "gateway_response",
     "header",
     "proxy_event_fault",
     "proxy_result",

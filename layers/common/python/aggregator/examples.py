@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aggregator.models import FetchMode, Job, JobStatus
+from aggregator.models import ANY_CASE_JOB_ID_PATTERN, FetchMode, Job, JobStatus
 
 JOB_ID = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
 CREATED, STARTED, FINISHED = "2026-11-28T12:00:00.000Z", "2026-11-28T12:00:00.004Z", "2026-11-28T12:00:00.912Z"
@@ -68,3 +68,21 @@ PAGE_EXAMPLE = [
 UNKNOWN_JOB_EXAMPLE = {"statusCode": 404, "message": f"no job {JOB_ID}"}
 NOT_QUEUED_EXAMPLE = {"statusCode": 503, "message": "the fetch job could not be queued"}
 FORBIDDEN_EXAMPLE = {"message": "Forbidden"}
+
+
+def _invalid(where: str, name: str, kind: str, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": 422,
+        "message": f"invalid request: {name}",
+        "detail": [{"loc": [where, name], "type": kind, "msg": message}],
+    }
+
+
+# Each operation's 422, as it answers a request (GET /data?user_id=1_0, GET /fetch/status/not-a-uuid,
+# GET /fetch/jobs?limit=0, POST /fetch?mode=later).
+INVALID_USER_ID = _invalid("query", "user_id", "int_parsing", "Input should be plain decimal digits")
+INVALID_JOB_ID = _invalid(
+    "path", "job_id", "string_pattern_mismatch", f"String should match pattern '{ANY_CASE_JOB_ID_PATTERN}'"
+)
+INVALID_LIMIT = _invalid("query", "limit", "greater_than_equal", "Input should be greater than or equal to 1")
+INVALID_MODE = _invalid("query", "mode", "literal_error", "Input should be 'sync' or 'task'")

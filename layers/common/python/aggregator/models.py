@@ -36,6 +36,8 @@ class ClaimOutcome(StrEnum):
 
 
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"  # a job id: a lower-case UUID
+# A job id as the API reads it: a UUID in either case (RFC 9562 compares them so); it is lower-cased.
+ANY_CASE_JOB_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_ID = 2**53 - 1  # the largest integer every JSON client (JavaScript included) reads exactly
 
 
@@ -83,8 +85,14 @@ class ErrorDetail(BaseModel):
     msg: str = Field(description="The fault in words.")
 
 
-class Unavailable(Exception):
-    """Something the request needs cannot be used now: the API answers 503 with this message."""
+class BackendError(Exception):
+    """A part the request needs (the store) failed: the API answers 500 with this message, the part's own
+    reason, which is safe to show."""
+
+
+class Unavailable(BackendError):
+    """Something the request needs cannot be used now (missing, locked, throttled): the API answers 503 with
+    this message; the request may succeed later."""
 
 
 class ErrorBody(BaseModel):

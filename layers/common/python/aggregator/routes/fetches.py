@@ -6,10 +6,24 @@ from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse, OpenAPIResponseContentSchema
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from aggregator import api, examples, ingest, queue
-from aggregator.api import ERROR_RESPONSES, JOBS_TAG, error, error_response, public_path
+from aggregator.api import (
+    ERROR_SCHEMA,
+    FUNCTION_FAILED_EXAMPLE,
+    GATEWAY_SCHEMA,
+    GATEWAY_TIMEOUT_EXAMPLE,
+    JOBS_TAG,
+    STORE_FAILED_EXAMPLE,
+    STORE_LOCKED_EXAMPLE,
+    STORE_UNAVAILABLE_EXAMPLE,
+    any_of_response,
+    error,
+    error_response,
+    error_responses,
+    public_path,
+)
 from aggregator.config import Settings, settings
 from aggregator.examples import examples as example_objects
 from aggregator.metrics import record_fetch
@@ -24,14 +38,20 @@ router = api.router()
 
 
 def _job_answer(
-    description: str, statuses: tuple[JobStatus, ...], outcomes: tuple[ClaimOutcome, ...], **named: dict[str, Any]
+    description: str,
+    statuses: tuple[JobStatus, ...],
+    outcomes: tuple[ClaimOutcome, ...],
+    *,
+    others: tuple[dict[str, Any], ...] = (),
+    **named: dict[str, Any],
 ) -> OpenAPIResponse:
-    """An answer whose body is a job in one of `statuses`, sent with one of `outcomes`; a 202 also has Location."""
+    """An answer whose body is a job in one of `statuses`, sent with one of `outcomes`; a 202 also has Location.
+    With `others`, the schemas of the other bodies this status may have (the headers are then not required)."""
     headers = {
         OUTCOME_HEADER: api.header(
             "How this request got its job: it `started` it, `joined` the one in progress, or got a `fresh` success",
             {"type": "string", "enum": [o.value for o in outcomes]},
-            required=True,
+            required=not others,
         )
     }
     if JobStatus.QUEUED in statuses:
@@ -41,8 +61,7 @@ def _job_answer(
             required=True,
         )
     schema = {"allOf": [{"$ref": JOB_SCHEMA}, {"properties": {"status": {"enum": [s.value for s in statuses]}}}]}
-    content: OpenAPIResponseContentSchema = {"schema": schema, "examples": example_objects(**named)}
-    return {"description": description, "headers": headers, "content": {"application/json": content}}
+    return any_of_response(description, [schema, *others], headers, **named)
 
 
 @router.post(
@@ -73,7 +92,7 @@ def _job_answer(
                 }
             },
         },
-        **ERROR_RESPONSES,
+        **error_responses(examples.INVALID_MODE),
         409: _job_answer(
             "sync: the job was given up on before its fetch ended; nothing of it was written",
             (JobStatus.FAILED,),
@@ -81,26 +100,41 @@ def _job_answer(
             given_up=examples.GIVEN_UP,
         ),
         500: _job_answer(
-            "sync: the store failed; the body is the failed job, its `error` the database's own reason",
+            "sync: the store failed during the fetch; the body is the failed job, its `error` the database's own "
+            "reason. Or the store failed before a job began (the error shape), or API Gateway's own answer when "
+            "Lambda throttles the function",
             (JobStatus.FAILED,),
             (ClaimOutcome.STARTED,),
+            others=(ERROR_SCHEMA, GATEWAY_SCHEMA),
             store_failed=examples.STORE_FAILED,
+            store_failed_before_a_job=STORE_FAILED_EXAMPLE,
+            throttled=FUNCTION_FAILED_EXAMPLE,
         ),
         502: _job_answer(
-            "sync: the upstream failed; the body is the failed job",
+            "sync: the upstream failed; the body is the failed job. Or API Gateway's own answer when the function "
+            "failed (an exception, a crash, its memory or its timeout)",
             (JobStatus.FAILED,),
             (ClaimOutcome.STARTED,),
+            others=(GATEWAY_SCHEMA,),
             failed=examples.FAILED,
+            function_failed=FUNCTION_FAILED_EXAMPLE,
         ),
         503: error_response(
-            "task: the job could not be queued; it is recorded failed. Either mode: the database is unavailable",
-            examples.NOT_QUEUED_EXAMPLE,
+            "task: the job could not be queued; it is recorded failed. Either mode: the database is unavailable, "
+            "and may be later (its file missing or not the database created there, a lock held past the request's "
+            "time, a table missing, its requests throttled)",
+            not_queued=examples.NOT_QUEUED_EXAMPLE,
+            missing=STORE_UNAVAILABLE_EXAMPLE,
+            locked=STORE_LOCKED_EXAMPLE,
         ),
         504: _job_answer(
-            "sync: the upstream timed out; the body is the failed job",
+            "sync: the upstream timed out; the body is the failed job. Or API Gateway's own answer when the "
+            "function did not answer within the integration's timeout (29 s)",
             (JobStatus.FAILED,),
             (ClaimOutcome.STARTED,),
+            others=(GATEWAY_SCHEMA,),
             timed_out=examples.TIMED_OUT,
+            gateway_timed_out=GATEWAY_TIMEOUT_EXAMPLE,
         ),
     },
 )
@@ -108,10 +142,10 @@ def fetch(
     mode: Annotated[Literal["sync", "task"], Query(description="sync answers when done; task queues")] = "sync",
 ) -> Response[Any]:
     config = settings()
-    store = open_store(config)
+    seconds_left = router.lambda_context.get_remaining_time_in_millis() / 1000
+    store = open_store(config, seconds_left=seconds_left)
     if FetchMode(mode) == FetchMode.TASK:
         return _queue(store, config)
-    seconds_left = router.lambda_context.get_remaining_time_in_millis() / 1000
     result = ingest.fetch_now(store, config, seconds_left=seconds_left)
     job = result.job
     logger.set_correlation_id(job.job_id)

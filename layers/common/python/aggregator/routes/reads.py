@@ -12,20 +12,28 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from aggregator import api
 from aggregator.api import (
-    ERROR_RESPONSES,
     JOBS_TAG,
     POSTS_TAG,
     DecimalInt,
     NotFoundError,
     error_response,
+    error_responses,
     header,
     public_path,
 )
 from aggregator.config import settings
-from aggregator.examples import HISTORY_EXAMPLE, JOB_EXAMPLES, PAGE_EXAMPLE, UNKNOWN_JOB_EXAMPLE
+from aggregator.examples import (
+    HISTORY_EXAMPLE,
+    INVALID_JOB_ID,
+    INVALID_LIMIT,
+    INVALID_USER_ID,
+    JOB_EXAMPLES,
+    PAGE_EXAMPLE,
+    UNKNOWN_JOB_EXAMPLE,
+)
 from aggregator.jobs import JOBS_KEPT
-from aggregator.models import JOB_ID_PATTERN, MAX_ID, Job, Post
-from aggregator.store import UnknownJob, open_store
+from aggregator.models import ANY_CASE_JOB_ID_PATTERN, MAX_ID, Job, Post
+from aggregator.store import Store, UnknownJob, open_store
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -60,7 +68,7 @@ router = api.router()
             },
             content={"application/json": {"model": list[Post], "examples": {"page": {"value": PAGE_EXAMPLE}}}},
         ),
-        **ERROR_RESPONSES,
+        **error_responses(INVALID_USER_ID),
     },
 )
 def list_posts(
@@ -68,7 +76,7 @@ def list_posts(
     limit: Annotated[int, DecimalInt(1, MAX_LIMIT), Query(description="Posts per page")] = DEFAULT_LIMIT,
     after_id: Annotated[int, DecimalInt(0, MAX_ID), Query(description="Start after this post id")] = 0,
 ) -> Response[str]:
-    store = open_store(settings())
+    store = _store()
     page = store.page_of_posts_json(user_id=user_id, after_id=after_id, limit=limit, max_bytes=PAGE_BUDGET_BYTES)
     query = {"limit": limit, "after_id": page.last_id} | ({"user_id": user_id} if user_id else {})
     headers = _next_link("/data", query) if page.more else {}
@@ -85,13 +93,15 @@ def list_posts(
             content={"application/json": {"model": Job, "examples": JOB_EXAMPLES}},
         ),
         404: error_response("No job has this id", UNKNOWN_JOB_EXAMPLE),
-        **ERROR_RESPONSES,
+        **error_responses(INVALID_JOB_ID),
     },
 )
-def job_status(job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="The job's UUID")]) -> Job:
-    job = open_store(settings()).get_job(job_id)
+def job_status(
+    job_id: Annotated[str, Path(pattern=ANY_CASE_JOB_ID_PATTERN, description="The job's UUID, in either case")],
+) -> Job:
+    job = _store().get_job(job_id.lower())
     if job is None:
-        raise NotFoundError(f"no job {job_id}")
+        raise NotFoundError(f"no job {job_id.lower()}")
     return job
 
 
@@ -116,22 +126,29 @@ def job_status(job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN, description="
             content={"application/json": {"model": list[Job], "examples": {"page": {"value": HISTORY_EXAMPLE}}}},
         ),
         404: error_response("No job has the id `before`", UNKNOWN_JOB_EXAMPLE),
-        **ERROR_RESPONSES,
+        **error_responses(INVALID_LIMIT),
     },
 )
 def job_history(
     limit: Annotated[int, DecimalInt(1, MAX_JOBS_LIMIT), Query(description="Jobs per page")] = DEFAULT_JOBS_LIMIT,
     before: Annotated[
-        str | None, Query(pattern=JOB_ID_PATTERN, description="Start after this job: the last of the page before")
+        str | None,
+        Query(pattern=ANY_CASE_JOB_ID_PATTERN, description="Start after this job: the last of the page before"),
     ] = None,
 ) -> Response[list[dict[str, Any]]]:
+    before = before.lower() if before else None
     try:
-        page = open_store(settings()).page_of_jobs(before=before, limit=limit)
+        page = _store().page_of_jobs(before=before, limit=limit)
     except UnknownJob:
         raise NotFoundError(f"no job {before}") from None
     headers = _next_link("/fetch/jobs", {"limit": limit, "before": page.jobs[-1].job_id}) if page.more else {}
     body = [job.as_json() for job in page.jobs]
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+def _store() -> Store:
+    """The store, waiting for the database no longer than this invocation has time for."""
+    return open_store(settings(), seconds_left=router.lambda_context.get_remaining_time_in_millis() / 1000)
 
 
 def _next_link(path: str, query: Mapping[str, object]) -> dict[str, str]:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from aggregator.config import Settings
-from aggregator.models import Claim, FetchMode, Job, Post, Unavailable
+from aggregator.models import BackendError, Claim, FetchMode, Job, Post, Unavailable
 
 PostRow = tuple[int, int, str, str]  # id, user_id, title, body: a post as the upstream reader hands it over
 # A page of a fetch holds posts, and the ids of records rejected for their other fields: the upstream
 # still lists those posts, so the store keeps them as they were.
 PageItem = PostRow | int
+WAIT_MARGIN_SECONDS = 2.0  # what an invocation keeps, after waiting for the database, to answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +65,14 @@ class FetchEnd:
     complete: bool  # every record's id could be read, so a stored post it does not list is gone upstream
 
 
-class StoreError(Exception):
+class StoreError(BackendError):
     """The store failed; the message is the database's own reason, safe to show."""
 
 
 class StoreUnavailable(StoreError, Unavailable):
-    """The database file is missing or was deleted while in use; nothing was read or written."""
+    """The database cannot be used now: its file is missing or is not the database created there, a lock
+    on it was held past the time allowed, a table is missing, the requests are throttled. Nothing was
+    read or written."""
 
     def __init__(self, reason: str):
         super().__init__(f"the database is unavailable: {reason}")
@@ -103,6 +107,11 @@ class Store(Protocol):
     """
 
     def close(self) -> None: ...
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Wait for the database (a lock another connection holds) until `deadline`, a `time.monotonic()`
+        value, at the latest, then give up with StoreUnavailable; None: the backend's own limit."""
+        ...
 
     # Posts
 
@@ -214,19 +223,22 @@ def fill_page(posts: Iterable[tuple[int, str]], *, limit: int, max_bytes: int) -
 _stores = threading.local()
 
 
-def open_store(settings: Settings) -> Store:
-    """This thread's store for the configured backend, opened once and reused across invocations."""
+def open_store(settings: Settings, *, seconds_left: float | None = None) -> Store:
+    """This thread's store for the configured backend, opened once and reused across invocations. Given the
+    `seconds_left` of the invocation, the store waits for the database no longer than leaves it time to answer."""
     opened: dict[tuple[str | None, ...], Store] = _stores.__dict__.setdefault("opened", {})
     if settings.store_backend == "dynamodb":
         key: tuple[str | None, ...] = (settings.posts_table, settings.jobs_table, settings.aws_endpoint_url)
     else:
         key = (settings.db_path,)
+    deadline = None if seconds_left is None else time.monotonic() + seconds_left - WAIT_MARGIN_SECONDS
     if key not in opened:
-        opened[key] = _open(settings)
+        opened[key] = _open(settings, deadline)
+    opened[key].set_deadline(deadline)
     return opened[key]
 
 
-def _open(settings: Settings) -> Store:
+def _open(settings: Settings, deadline: float | None) -> Store:
     # Each backend is imported only when chosen: the SQLite path never pays for boto3's import.
     if settings.store_backend == "dynamodb":
         from aggregator.store.dynamodb import DynamoDbStore, dynamodb_client
@@ -234,7 +246,7 @@ def _open(settings: Settings) -> Store:
         return DynamoDbStore(settings.posts_table, settings.jobs_table, dynamodb_client(settings.aws_endpoint_url))
     from aggregator.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.db_path, max_mb=settings.db_max_mb)
+    return SqliteStore(settings.db_path, max_mb=settings.db_max_mb, deadline=deadline)
 
 
 def close_stores() -> None:

@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobStatus, Post
 from aggregator.store import (
@@ -77,6 +78,12 @@ READ_ATTEMPTS = 3
 IN_PROGRESS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 JOB_FIELDS = frozenset(Job.model_fields)
 HANDLED = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})  # the store's own cases
+# Failures that may pass: the table is missing (being created, or restored), or its requests are throttled
+# beyond the client's retries.
+UNAVAILABLE = frozenset(
+    {"ResourceNotFoundException", "ProvisionedThroughputExceededException", "ThrottlingException",
+     "RequestLimitExceeded"}
+)  # fmt: skip
 
 
 class DynamoDbError(StoreError):
@@ -92,7 +99,10 @@ def dynamodb_client(endpoint_url: str | None) -> Any:
     from botocore.session import Session  # type: ignore[import-untyped]
 
     config = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 8})
-    return Session().create_client("dynamodb", endpoint_url=endpoint_url, config=config)
+    try:
+        return Session().create_client("dynamodb", endpoint_url=endpoint_url, config=config)
+    except BotoCoreError as exc:  # no region, a malformed endpoint
+        raise StoreError(f"database error: {exc} ({type(exc).__name__})") from exc
 
 
 class DynamoDbStore:
@@ -101,6 +111,9 @@ class DynamoDbStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """DynamoDB holds no lock to wait for: each request is bounded by the client's timeouts and retries."""
 
     # Posts
 
@@ -576,8 +589,9 @@ class DynamoDbStore:
 
 
 class _StoreErrors:
-    """The DynamoDB client, its failures as the store's: a missing table is StoreUnavailable, any other
-    failure StoreError with DynamoDB's own reason; failed conditions stay for the store to handle."""
+    """The DynamoDB client, its failures as the store's: a missing table, throttling or a connection that
+    fails is StoreUnavailable, any other failure StoreError with DynamoDB's own reason; failed conditions
+    stay for the store to handle."""
 
     def __init__(self, client: Any):
         self._client = client
@@ -595,11 +609,13 @@ class _StoreErrors:
                 if code in HANDLED:
                     raise
                 reason = f"{exc.response.get('Error', {}).get('Message', exc)} ({code}, {request.get('TableName')})"
-                if code == "ResourceNotFoundException":
+                if code in UNAVAILABLE:
                     raise StoreUnavailable(reason) from exc
                 raise StoreError(f"database error: {reason}") from exc
+            except (EndpointUnreachable, HTTPClientError) as exc:
+                raise StoreUnavailable(f"{exc} ({type(exc).__name__})") from exc
             except BotoCoreError as exc:
-                raise StoreError(f"database error: {exc}") from exc
+                raise StoreError(f"database error: {exc} ({type(exc).__name__})") from exc
 
         return call
 

@@ -4,14 +4,16 @@ DynamoDB backend merges from. The only module with SQL."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobStatus, Post
 from aggregator.store import (
@@ -107,12 +109,18 @@ JOB_FIELDS = tuple(Job.model_fields)
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
 IN_PROGRESS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
-BUSY_TIMEOUT_SECONDS = 30.0
+BUSY_TIMEOUT_SECONDS = 30.0  # the longest wait for a lock, when the store is given no deadline
 MARKER_SUFFIX = ".created"  # a file beside the database: a database was created here, so never recreate it
+HEADER = b"SQLite format 3\x00"  # how every SQLite database file begins
 MISSING = (
     f"the database file is missing, though a database was created there (DB_PATH{MARKER_SUFFIX} says so); "
     f"restore the file, or delete DB_PATH{MARKER_SUFFIX} to start with an empty database"
 )
+NOT_A_DATABASE = (
+    "the database file is {what}, though a database was created there (DB_PATH{marker} says so); restore the "
+    "file, or delete it and DB_PATH{marker} to start with an empty database"
+)
+LOCKED = "{reason}: another connection held its lock past the time this request had; try again"
 ABANDONED_SYNC = "abandoned: the request running it ended before it finished"
 ABANDONED_QUEUED = "abandoned: its queue message has no delivery left to run it"
 GIVE_UP_EXPIRED = f"""
@@ -135,11 +143,12 @@ class StagedPosts:
     """A fetch staged in a private temporary SQLite database, deleted when closed (the DynamoDB backend
     merges from it): a later duplicate replaces an earlier one, and the posts, with the ids of records
     kept as they were, come back in id order. Memory follows SQLite's page cache (it spills to a temporary
-    file), not the size of the fetch."""
+    file), not the size of the fetch. Its errors are StoreError."""
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("", isolation_level=None)  # "": a temporary database of this connection's own
-        self._db.executescript(STAGING)
+        with _staging_errors():
+            self._db = sqlite3.connect("", isolation_level=None)  # "": a temporary database of its own
+            self._db.executescript(STAGING)
 
     def __enter__(self) -> StagedPosts:
         return self
@@ -149,44 +158,83 @@ class StagedPosts:
 
     def add(self, pages: Iterable[Iterable[PageItem]]) -> int:
         """Stage every page; how many distinct posts are staged."""
-        self._db.execute("BEGIN")
-        for page in pages:
-            kept: list[tuple[int]] = []
-            self._db.executemany(STAGE_POST, _posts_of(page, kept))
-            self._db.executemany(STAGE_KEPT, kept)
-        self._db.execute("COMMIT")
-        count: int = self._value("SELECT count(*) FROM temp.incoming")
+        with _staging_errors():
+            self._db.execute("BEGIN")
+            for page in pages:
+                kept: list[tuple[int]] = []
+                self._db.executemany(STAGE_POST, _posts_of(page, kept))
+                self._db.executemany(STAGE_KEPT, kept)
+            self._db.execute("COMMIT")
+            count: int = self._value("SELECT count(*) FROM temp.incoming")
         return count
 
     def id_range(self) -> tuple[int, int] | None:
         """The lowest and highest id staged, of a post or a kept record; None if nothing is staged."""
-        low, high = self._db.execute(STAGED_RANGE).fetchone()
+        with _staging_errors():
+            low, high = self._db.execute(STAGED_RANGE).fetchone()
         return None if low is None else (low, high)
 
     def items(self) -> Iterator[PageItem]:
         """The staged posts and kept ids (as `int`), in id order, read as they are used."""
-        for post_id, user_id, title, body in self._db.execute(STAGED_IN_ORDER):
-            yield post_id if user_id is None else (post_id, user_id, title, body)
+        with _staging_errors():
+            for post_id, user_id, title, body in self._db.execute(STAGED_IN_ORDER):
+                yield post_id if user_id is None else (post_id, user_id, title, body)
 
     def _value(self, sql: str) -> Any:
         return self._db.execute(sql).fetchone()[0]
+
+
+@contextmanager
+def _staging_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        raise StoreError(f"database error: staging the fetch: {exc} ({name})") from exc
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(method: Callable[Concatenate[SqliteStore, P], R]) -> Callable[Concatenate[SqliteStore, P], R]:
+    """The database's errors in `method` as the store's own: StoreError, or StoreUnavailable."""
+
+    @functools.wraps(method)
+    def call(store: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise store._error(exc) from exc
+
+    return call
 
 
 class SqliteStore:
     """One connection to the SQLite file, the schema created on first use.
 
     The file is never silently recreated: a store notices when the file at `path` is no longer the one
-    it opened, and opens it anew; where the file is missing but a database was created (its marker
-    file says so), it raises StoreUnavailable instead of creating an empty one.
+    it opened, and opens it anew; where a database was created (its marker file says so) but the file is
+    missing, empty or not a SQLite database, it raises StoreUnavailable instead of creating an empty one.
+    Every error of the database reaches the caller as StoreError (StoreUnavailable: try again later).
     """
 
-    def __init__(self, path: str, *, max_mb: int = 0):
-        self._path, self._max_mb = path, max_mb
+    def __init__(self, path: str, *, max_mb: int = 0, deadline: float | None = None):
+        self._path, self._max_mb, self._deadline = path, max_mb, deadline
         self._identity: tuple[int, int] | None = None
         self._db = self._open()
 
     def close(self) -> None:
         self._db.close()
+
+    def set_deadline(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def _wait_seconds(self) -> float:
+        """How long a statement may wait for a lock: until the deadline, at most BUSY_TIMEOUT_SECONDS."""
+        if self._deadline is None:
+            return BUSY_TIMEOUT_SECONDS
+        return max(0.0, min(BUSY_TIMEOUT_SECONDS, self._deadline - time.monotonic()))
 
     # The file and the connection
 
@@ -197,22 +245,25 @@ class SqliteStore:
             self._add_columns(db)
             return db
         file, marker = Path(self._path), Path(self._path + MARKER_SUFFIX)
-        if not file.exists():
+        try:
             if marker.exists():
-                raise StoreUnavailable(MISSING)
-            file.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+                _refuse_unless_a_database(file)
+            else:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=self._wait_seconds(), isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from exc
         try:
             db.executescript(PRAGMAS + SCHEMA)
             self._add_columns(db)
             if self._max_mb:
                 page_size = db.execute("PRAGMA page_size").fetchone()[0]
                 db.execute(f"PRAGMA max_page_count = {self._max_mb * 2**20 // page_size}")
-        except sqlite3.Error as exc:
+            self._identity = _identity(file)
+            marker.touch()
+        except (OSError, sqlite3.Error) as exc:
             db.close()
             raise self._error(exc) from exc
-        self._identity = _identity(file)
-        marker.touch()
         return db
 
     def _add_columns(self, db: sqlite3.Connection) -> None:
@@ -231,11 +282,13 @@ class SqliteStore:
             _rollback(db)
 
     def _connection(self) -> sqlite3.Connection:
-        """The connection to the file that `path` names now, opened anew if the file was replaced."""
+        """The connection to the file that `path` names now, opened anew if the file was replaced, waiting
+        for a lock no longer than the deadline allows."""
         if self._identity is not None and self._file_changed():
             opened = self._open()  # StoreUnavailable if it is missing: the old connection stays for its return
             self._db.close()
             self._db = opened
+        self._db.execute(f"PRAGMA busy_timeout = {int(self._wait_seconds() * 1000)}")
         return self._db
 
     def _file_changed(self) -> bool:
@@ -261,9 +314,23 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    def _error(self, exc: sqlite3.Error) -> StoreError:
-        """The database's own reason; SQLite may have rolled the transaction back itself."""
+    def _error(self, exc: Exception) -> StoreError:
+        """The database's own reason, as StoreUnavailable where the database cannot be used now: its file no
+        longer holds the database created there (emptied or overwritten in place, under this connection), or
+        a lock was held past the deadline. SQLite may have rolled the transaction back itself."""
+        if self._path != ":memory:" and Path(self._path + MARKER_SUFFIX).exists():
+            try:
+                _refuse_unless_a_database(Path(self._path))
+            except StoreUnavailable as refused:
+                return refused
+            except OSError:
+                pass  # the error is the database's own
         name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        primary = "_".join(name.split("_")[:2])  # SQLITE_BUSY_RECOVERY is a SQLITE_BUSY
+        if primary in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return StoreUnavailable(LOCKED.format(reason=f"{exc} ({name})"))
+        if primary == "SQLITE_NOTADB":
+            return StoreUnavailable(f"{exc} ({name})")
         limit = f"; DB_MAX_MB is {self._max_mb}" if name == "SQLITE_FULL" and self._max_mb else ""
         return StoreError(f"database error: {exc} ({name}{limit})")
 
@@ -272,10 +339,12 @@ class SqliteStore:
 
     # Posts
 
+    @_store_errors
     def count_posts(self) -> int:
         count: int = self._connection().execute("SELECT count(*) FROM posts").fetchone()[0]
         return count
 
+    @_store_errors
     def page_of_posts_json(self, *, user_id: int | None, after_id: int, limit: int, max_bytes: int) -> PostsPage:
         db = self._connection()
         where, args = "id > ?", [after_id]
@@ -292,6 +361,7 @@ class SqliteStore:
         )
         return PostsPage(json="[" + ",".join(posts) + "]", post_count=len(posts), last_id=last_id, more=more)
 
+    @_store_errors
     def list_posts(self, *, user_id: int | None = None, after_id: int = 0, limit: int = -1) -> list[Post]:
         sql = "SELECT id, user_id, title, body FROM posts WHERE id > ?"
         args = [after_id]
@@ -347,6 +417,7 @@ class SqliteStore:
 
     # Jobs
 
+    @_store_errors
     def create_job(self, mode: FetchMode, *, lease_seconds: float) -> Job:
         with self._transaction():
             return self._insert_job(mode, lease_seconds)
@@ -359,6 +430,7 @@ class SqliteStore:
         )
         return self._job(job_id)
 
+    @_store_errors
     def claim_job(self, mode: FetchMode, *, fresh_for: float, lease_seconds: float, keep_jobs: int) -> Claim:
         now = datetime.now(UTC)
         with self._transaction() as db:
@@ -381,15 +453,18 @@ class SqliteStore:
             )
             return Claim(job, ClaimOutcome.STARTED)
 
+    @_store_errors
     def get_job(self, job_id: str) -> Job | None:
         self._connection()
         jobs = self._jobs("WHERE job_id = ?", job_id)
         return jobs[0] if jobs else None
 
+    @_store_errors
     def list_jobs(self) -> list[Job]:
         self._connection()
         return self._jobs("ORDER BY created_at, rowid")
 
+    @_store_errors
     def page_of_jobs(self, *, before: str | None, limit: int) -> JobsPage:
         db = self._connection()
         newest_first = "ORDER BY created_at DESC, job_id DESC LIMIT ?"
@@ -402,6 +477,7 @@ class SqliteStore:
             jobs = self._jobs(f"WHERE (created_at, job_id) < (?, ?) {newest_first}", anchor[0], before, limit + 1)
         return JobsPage(jobs=jobs[:limit], more=len(jobs) > limit)
 
+    @_store_errors
     def start_job(self, job_id: str, *, lease_seconds: float) -> Lease | None:
         token, now = str(uuid.uuid4()), datetime.now(UTC)
         with self._transaction() as db:
@@ -412,6 +488,7 @@ class SqliteStore:
             ).rowcount
         return Lease(self._job(job_id), token) if started else None
 
+    @_store_errors
     def reissue_lease(self, job_id: str, *, lease_seconds: float) -> Job | None:
         with self._transaction() as db:
             reissued = db.execute(
@@ -421,6 +498,7 @@ class SqliteStore:
             ).rowcount
         return self._job(job_id) if reissued else None
 
+    @_store_errors
     def record_progress(self, lease: Lease, progress: Progress) -> None:
         with self._transaction() as db:
             written = db.execute(
@@ -430,6 +508,7 @@ class SqliteStore:
         if not written:
             raise LeaseLost(self._job(lease.job.job_id))
 
+    @_store_errors
     def fail_job(
         self, job_id: str, reason: str, *, lease: Lease | None = None, progress: Progress | None = None
     ) -> Job:
@@ -457,6 +536,22 @@ def _posts_of(page: Iterable[PageItem], kept: list[tuple[int]]) -> Iterator[Post
             kept.append((item,))
         else:
             yield item
+
+
+def _refuse_unless_a_database(file: Path) -> None:
+    """StoreUnavailable unless `file`, where a database was created, still holds one: it may have been
+    deleted, emptied or overwritten, and SQLite would make a new database of a missing or empty file."""
+    try:
+        with file.open("rb") as opened:
+            header = opened.read(len(HEADER))
+    except FileNotFoundError:
+        raise StoreUnavailable(MISSING) from None
+    if header != HEADER:
+        raise StoreUnavailable(_not_a_database("empty" if not header else "not a SQLite database"))
+
+
+def _not_a_database(what: str) -> str:
+    return NOT_A_DATABASE.format(what=what, marker=MARKER_SUFFIX)
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
