@@ -278,7 +278,7 @@ class LocalStack:
         job = self.store(pool).get_job(job_id) if job_id else None
         if not delivery.failed:
             return f"{label} {attempt}: {_job_outcome(job) if job_id else 'done'}"
-        reason = (job.error if job else None) or _failure_reason(result, job_id)
+        reason = (job.error if job else None) or _failure_reason(result, job_id or delivery.message["MessageId"])
         return f"{label} {attempt}: failed: {reason}{self._fate(delivery, limit)}"
 
     def _fate(self, delivery: Delivery, limit: int | None) -> str:
@@ -399,12 +399,13 @@ def _job_id(body: str) -> str | None:
         return None
 
 
-def _failure_reason(result: InvokeResult | None, job_id: str | None) -> str:
-    """Why a delivery failed: the function's own warning about the job, else what the invocation reported."""
+def _failure_reason(result: InvokeResult | None, correlation_id: str) -> str:
+    """Why a delivery failed: the function's own warning about the job (or the message, if it names none),
+    else what the invocation reported."""
     if result is None:
         return "throttled"
     for record in filter(None, map(json_record, reversed(result.logs))):
-        if job_id and record.get("correlation_id") == job_id and record.get("level") in ("WARNING", "ERROR"):
+        if record.get("correlation_id") == correlation_id and record.get("level") in ("WARNING", "ERROR"):
             return str(record.get("reason") or record.get("message"))
     if result.error:
         return str(result.error.get("errorMessage") or result.error.get("errorType"))

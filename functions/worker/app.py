@@ -12,7 +12,8 @@ from aggregator.config import settings
 from aggregator.metrics import metrics, record_fetch
 from aggregator.models import JobStatus
 from aggregator.observability import logger
-from aggregator.store import open_store
+from aggregator.scrub import scrub
+from aggregator.store import StoreError, open_store
 
 # Jobs are independent, so a failed record must not hold back the ones after it.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -23,6 +24,24 @@ class JobFailed(Exception):
 
 
 def run_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    """Run the job a message names. A failure is logged with its reason, under the job's id as correlation
+    id, or the message's when it names no job, then raised: the message goes back to the queue."""
+    logger.set_correlation_id(record.message_id)
+    try:
+        _run(record, lambda_context)
+    except ingest.RetryLater as exc:
+        logger.warning("job failed on this delivery; the queue delivers it again", extra={"reason": str(exc)})
+        raise
+    except Exception as exc:
+        known = isinstance(exc, queue.BadMessage | JobFailed | StoreError)
+        reason = str(exc) if known else f"internal error: {type(exc).__name__}"
+        logger.warning(
+            "delivery failed", extra={"reason": reason, "detail": scrub(str(exc)), "message_id": record.message_id}
+        )
+        raise
+
+
+def _run(record: SQSRecord, lambda_context: LambdaContext) -> None:
     job_id = queue.job_id_of(record.body)
     logger.set_correlation_id(job_id)
     config = settings()
@@ -38,11 +57,7 @@ def run_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
     budget = ingest.fetch_budget(lambda_context.get_remaining_time_in_millis() / 1000)
     lease = jobs.queued_lease(config, deliveries_left=jobs.deliveries_left(config, attempt))
-    try:
-        result = ingest.run_job(store, config, job_id, budget=budget, lease_seconds=lease, last_attempt=last)
-    except ingest.RetryLater as exc:
-        logger.warning("job failed on this delivery; the queue delivers it again", extra={"reason": str(exc)})
-        raise
+    result = ingest.run_job(store, config, job_id, budget=budget, lease_seconds=lease, last_attempt=last)
     job = result.job
     if result.given_up:
         logger.warning("job was given up on while it ran; its fetch was discarded", extra={"job": job.as_json()})
@@ -50,7 +65,7 @@ def run_record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     logger.info("job finished", extra={"job": job.as_json()})
     record_fetch(job)
     if job.status != JobStatus.SUCCEEDED:
-        raise JobFailed(job.error)
+        raise JobFailed(job.error or "the job failed")
 
 
 @logger.inject_lambda_context

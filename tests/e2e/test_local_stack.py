@@ -126,6 +126,25 @@ def test_a_failing_job_is_retried_then_lands_in_the_dlq_marked_failed(start_stac
     assert not any(line.lstrip().startswith("{") or "START RequestId" in line for line in stack.lines)
 
 
+def test_the_console_names_the_reason_a_bad_message_failed(start_stack, fake_upstream):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url, LOCAL_VISIBILITY_TIMEOUT="1", MAX_RECEIVE_COUNT="2")
+    sqs = boto3.client("sqs", endpoint_url=stack.cloud_url, region_name="us-east-1")
+    url = sqs.get_queue_url(QueueName="FetchQueue.fifo")["QueueUrl"]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    sent = {}
+    for body in ("garbage", json.dumps({"job_id": unknown})):
+        fifo = {"MessageGroupId": "fetch-jobs", "MessageDeduplicationId": str(len(sent))}
+        sent[body] = sqs.send_message(QueueUrl=url, MessageBody=body, **fifo)["MessageId"]
+    garbage = f"message {sent['garbage']} attempt"
+    stack.wait_for_output(f"job {unknown} attempt 2/2: failed", timeout=30)
+    stack.wait_for_output(f"{garbage} 2/2: failed", timeout=10)
+    lines = [line.split("worker    ", 1)[1] for line in stack.lines if "worker    " in line and " attempt " in line]
+    assert f"{garbage} 1/2: failed: message body is not JSON; back to the queue, retried in 1 s" in lines
+    assert f"{garbage} 2/2: failed: message body is not JSON; to the DLQ" in lines
+    assert f"job {unknown} attempt 1/2: failed: no job {unknown}; back to the queue, retried in 1 s" in lines
+    assert "the function reported it failed" not in stack.output
+
+
 def test_reads_are_never_blocked_by_a_fetch(stack, fake_upstream):
     fake_upstream.then_respond(200, fake_upstream.posts, delay=3)
     fetch = threading.Thread(target=stack.request, args=("POST", "/fetch?mode=sync"))

@@ -5,6 +5,7 @@ import json
 import threading
 import time
 
+import boto3
 import pytest
 
 from aggregator import queue
@@ -13,6 +14,7 @@ from aggregator.models import FetchMode, JobStatus
 from tests.helpers import LEASE_SECONDS, invoke, load_event, queued_job
 
 pytestmark = pytest.mark.usefixtures("backend")
+UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
 
 
 def sqs_event(*records):
@@ -146,3 +148,32 @@ def test_a_delivery_whose_job_is_given_up_on_while_it_runs_writes_nothing_and_is
     assert failures(answers[0]) == []
     assert store.get_job(job.job_id) == given_up
     assert store.count_posts() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "correlation_id"),
+    [
+        ("garbage", "message body is not JSON", "bad"),
+        ('{"job": "x"}', "message has no valid 'job_id'", "bad"),
+        (f'{{"job_id": "{UNKNOWN_JOB}"}}', f"no job {UNKNOWN_JOB}", UNKNOWN_JOB),
+    ],
+)
+def test_a_failed_record_is_logged_with_its_reason(upstream, store, log_lines, body, reason, correlation_id):
+    good = queued_job(store, FetchMode.TASK)
+    event = sqs_event(record(body=body, message_id="bad"), record(good.job_id, message_id="good"))
+    assert failures(invoke("WorkerFunction", event)) == ["bad"]
+    warnings = [line for line in log_lines() if line.get("level") == "WARNING"]
+    assert [(w["reason"], w["correlation_id"], w["message_id"]) for w in warnings] == [(reason, correlation_id, "bad")]
+
+
+def test_a_store_failure_fails_the_record_and_is_logged(upstream, store, backend, log_lines):
+    job = queued_job(store, FetchMode.TASK)
+    if backend == "sqlite":
+        with open(settings().db_path, "wb") as file:  # overwritten under the worker
+            file.write(b"garbage\n")
+    else:
+        boto3.client("dynamodb").delete_table(TableName=settings().jobs_table)
+    assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id)))) == ["m-1"]
+    [warning] = [line for line in log_lines() if line.get("level") == "WARNING"]
+    assert warning["reason"].startswith("the database is unavailable: ")
+    assert warning["correlation_id"] == job.job_id
