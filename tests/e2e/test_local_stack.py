@@ -241,6 +241,16 @@ def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, s
     assert says in result.stderr
 
 
+def test_an_upstream_url_holding_a_space_stops_the_stack_without_showing_its_secrets(tmp_path):
+    url = "http://user:secretpw@127.0.0.1:47012/po sts?k=secretq"
+    result = run_to_exit({"UPSTREAM_URL": url, "DB_PATH": str(tmp_path / "x.db")})
+    assert result.returncode == 1
+    assert "UPSTREAM_URL must be a URL without whitespace or control characters; character 40 is U+0020" in (
+        result.stderr
+    )
+    assert "secret" not in result.stdout + result.stderr
+
+
 def run_to_exit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "local", *args],

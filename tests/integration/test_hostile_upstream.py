@@ -100,3 +100,37 @@ def test_credentials_in_the_upstream_url_reach_neither_the_job_nor_the_logs(upst
     assert "api_key=***" in logged
     for said in (status["body"], response["body"], logged):
         assert "s3cret" not in said and "k3y" not in said
+
+
+def fetch_failed_detail(log_lines) -> str:
+    [failed] = [line for line in log_lines() if line.get("message") == "fetch failed"]
+    return failed["detail"]
+
+
+def test_the_log_of_an_http_error_says_what_answered_when_and_to_which_request(upstream, log_lines, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_URL", upstream.url.replace("http://", "http://alice:s3cret@") + "?api_key=k3y")
+    reset_settings()
+    upstream.then_respond(500, "oops")
+    assert invoke("FetchApiFunction", load_event("post_fetch_sync"))["statusCode"] == 502
+    detail = fetch_failed_detail(log_lines)
+    where = re.escape(upstream.url.replace("http://", "http://***@")) + r"\?api_key=\*\*\*"
+    assert re.fullmatch(
+        rf"HTTP 500 \S.* on attempt 1 of 1; handling an HTTP 500 answer, \d+\.\d\d s into the fetch \(budget 25 s\): "
+        rf"GET {where}",
+        detail,
+    ), detail
+
+
+def test_the_log_of_headers_dripped_past_the_budget_says_what_was_being_read(store, log_lines, monkeypatch):
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(f"X-Slow-{n}: {n}\r\n".encode() for n in range(60))
+    with HostileUpstream(drip(head + b"\r\n[]", every=1.0, after=17)) as server:  # the status line, then 1 byte/s
+        monkeypatch.setenv("UPSTREAM_URL", server.url)
+        reset_settings()
+        response = invoke("FetchApiFunction", load_event("post_fetch_sync"), timeout=FINISH_MARGIN_SECONDS + 2)
+    assert response["statusCode"] == 504
+    detail = fetch_failed_detail(log_lines)
+    budget = r"\d\.\d\d s into the fetch \(budget (1\.[5-9]|2) s\)"
+    assert re.search(
+        rf"the budget ran out while waiting for the status line and headers, {budget}: GET {re.escape(server.url)}$",
+        detail,
+    ), detail

@@ -46,6 +46,16 @@ def test_a_malformed_upstream_url_is_named_without_its_credentials():
     assert "s3cret" not in str(failure.value) and "k3y" not in str(failure.value)
 
 
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\r", "\x00", "\x7f", "\u00a0", "\u200b", "\u2028"])
+def test_an_upstream_url_holding_whitespace_or_a_control_character_is_refused_without_its_secrets(space):
+    url = f"http://user:secretpw@127.0.0.1:47012/po{space}sts?k=secretq"
+    with pytest.raises(ConfigError) as failure:
+        load({"UPSTREAM_URL": url})
+    assert str(failure.value) == (
+        f"UPSTREAM_URL must be a URL without whitespace or control characters; character 40 is U+{ord(space):04X}"
+    )
+
+
 def test_an_empty_endpoint_means_the_real_aws():
     assert load({"AWS_ENDPOINT_URL": ""}).aws_endpoint_url is None
 

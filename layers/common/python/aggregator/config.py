@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -101,6 +102,12 @@ def _table(env: Mapping[str, str], name: str, *, needed: bool) -> str:
 
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     value = _text(env, name, default)
+    for at, char in enumerate(value, start=1):
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Zs"):
+            # Named by position only: the URL may hold a password or a token.
+            raise ConfigError(
+                f"{name} must be a URL without whitespace or control characters; character {at} is U+{ord(char):04X}"
+            )
     try:
         parts = urlsplit(value)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0

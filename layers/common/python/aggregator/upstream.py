@@ -44,12 +44,20 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 class UpstreamError(Exception):
     """The upstream failed, or answered with something that is not a JSON list of objects.
 
-    Its message is a short reason that names no URL; `detail` says more, for the logs only, scrubbed.
+    Its message is a short reason that names no URL; `detail` says more, for the logs only, scrubbed: what
+    went wrong, what was being read, how far into the fetch, and the request.
     """
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
         self.detail = scrub(detail)
+        self._explained = False
+
+    def explain(self, context: str) -> None:
+        """Add `context` (already scrubbed) to the detail, once."""
+        if not self._explained:
+            self.detail = "; ".join(filter(None, [self.detail, context]))
+            self._explained = True
 
 
 class UpstreamTimeout(UpstreamError):
@@ -78,10 +86,14 @@ def fetch_pages(
         seen: set[str] = set()
         next_url: str | None = url
         while next_url:
-            if next_url in seen:
-                raise UpstreamError("upstream pagination loops back to a page it already sent", next_url)
-            seen.add(next_url)
-            text, next_url = _page(connection, next_url, attempts, max_page_bytes)
+            try:
+                if next_url in seen:
+                    raise UpstreamError("upstream pagination loops back to a page it already sent", next_url)
+                seen.add(next_url)
+                text, next_url = _page(connection, next_url, attempts, max_page_bytes)
+            except UpstreamError as exc:
+                exc.explain(connection.context())
+                raise
             yield _records(text, connection)
             del text  # the page's records are consumed: let its text go before the next page arrives
 
@@ -94,8 +106,13 @@ def _page(connection: _Connection, url: str, attempts: int, max_bytes: int) -> t
             response, url = connection.get(url)
             if 200 <= response.status < 300:
                 return connection.read_text(response, max_bytes), connection.next_url(response, url)
-            failure = UpstreamError(f"upstream answered HTTP {response.status}")
-            delay = _retry_after(response.getheader("Retry-After"), delay)
+            retry_after = response.getheader("Retry-After")
+            failure = UpstreamError(
+                f"upstream answered HTTP {response.status}",
+                f"HTTP {response.status} {response.reason[:80]} on attempt {attempt} of {attempts}"
+                + (f" (Retry-After: {retry_after[:40]})" if retry_after else ""),
+            )
+            delay = _retry_after(retry_after, delay)
             connection.close()
             if response.status not in RETRY_STATUSES:
                 raise failure
@@ -141,11 +158,15 @@ class _Connection:
         # The budget as errors name it: to the second from 10 s (25, not 24.97), else to a tenth (1.5).
         self.seconds = f"{budget:.0f}" if budget >= 10 else f"{budget:.1f}".removesuffix(".0")
         self.origin = _origin(urlsplit(url))
+        self.started = time.monotonic()
+        self.url = url  # the request being made
+        self.doing = "connecting"  # what was being read or done, for the detail of a failure
         self._headers = HEADERS | _basic_auth(urlsplit(url))
         self._http: http.client.HTTPConnection | None = None
         self._socket: socket.socket | None = None
         self._lock = threading.Lock()
         self._expired = False
+        self._expired_while: str | None = None  # what was being read when the budget ran out
         self._watchdog = threading.Timer(max(0.0, budget), self._expire)
         self._watchdog.daemon = True
 
@@ -161,6 +182,7 @@ class _Connection:
         """The answer to GET `url` and the URL that gave it: redirects within the origin are followed."""
         for _ in range(MAX_REDIRECTS + 1):
             response = self._request(url)
+            self.doing = f"handling an HTTP {response.status} answer"
             location = response.getheader("Location") if response.status in REDIRECT_STATUSES else None
             if not location:
                 return response, url
@@ -176,8 +198,10 @@ class _Connection:
         if response.length is not None and response.length > max_bytes:
             raise UpstreamError(f"upstream page is larger than {max_bytes} bytes")
         body = bytearray()
+        self.doing = "reading the body"
         while chunk := response.read(READ_BYTES):
             body += chunk
+            self.doing = f"reading the body ({len(body):,} bytes so far)"
             if len(body) > max_bytes:
                 raise UpstreamError(f"upstream page is larger than {max_bytes} bytes")
         if response.length:  # http.client ends a short body silently
@@ -194,8 +218,14 @@ class _Connection:
                     return self._within_origin(urljoin(url, link[0]), "upstream next-page link leaves its origin")
         return None
 
+    def context(self) -> str:
+        """What was being read or done, how far into the fetch, and the request: for a failure's detail."""
+        elapsed = time.monotonic() - self.started
+        doing = f"the budget ran out while {self._expired_while}" if self._expired_while else self.doing
+        return f"{doing}, {elapsed:.2f} s into the fetch (budget {self.seconds} s): GET {scrub(self.url)}"
+
     def failure(self, exc: Exception, url: str) -> UpstreamError:
-        detail = f"{type(exc).__name__}: {exc} (GET {url})"
+        detail = f"{type(exc).__name__}: {exc}"
         if self._out_of_time():
             return UpstreamTimeout(f"upstream fetch ran out of its {self.seconds} s budget", detail)
         if isinstance(exc, TimeoutError):
@@ -218,12 +248,16 @@ class _Connection:
 
     def _request(self, url: str) -> http.client.HTTPResponse:
         parts = urlsplit(url)
+        self.url = url
         if self._http is None or self._http.sock is None or _closed_by_peer(self._http.sock):
+            self.doing = "connecting"
             self._open()
         assert self._http is not None and self._socket is not None
         self._socket.settimeout(self._seconds_for_a_wait())
         target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=URL_SAFE)
+        self.doing = "sending the request"
         self._http.request("GET", target, None, self._headers)
+        self.doing = "waiting for the status line and headers"
         return self._http.getresponse()
 
     def _open(self) -> None:
@@ -252,6 +286,7 @@ class _Connection:
     def _expire(self) -> None:
         with self._lock:
             self._expired = True
+            self._expired_while = self.doing
             if self._socket is not None:
                 with contextlib.suppress(OSError):  # already closed
                     socket.socket.shutdown(self._socket, socket.SHUT_RDWR)  # the TCP socket, even under TLS
@@ -354,39 +389,45 @@ def _links(header: str) -> Iterator[tuple[str, str]]:
 
 def _records(text: str, connection: _Connection) -> Iterator[Record]:
     """Each element of the JSON list `text`, which must be an object, decoded one at a time."""
-    start = _LIST_START.match(text)
-    if start is None:
-        raise UpstreamError(f"upstream body is {_kind(text)}, expected a list")
-    at = start.end()
-    if text.startswith("]", at):
-        at = _skip_space(text, at + 1)
-    elif not text.startswith("{", at):
-        raise _not_an_object(text, at)
-    else:
-        scan, between_records, follows = _STRICT, _BETWEEN_RECORDS.match, text.startswith
-        check_at = at + DEADLINE_CHECK_CHARS
-        while True:
-            try:
-                record, at = scan(text, at)
-            except (ValueError, StopIteration, RecursionError) as exc:
-                record, at = _unreadable(text, at, exc)
-            yield record
-            if at > check_at:
-                connection.check_deadline()
-                check_at = at + DEADLINE_CHECK_CHARS
-            if follows(",{", at):  # the usual separators, found without the regex
-                at += 1
-            elif follows(", {", at):
-                at += 2
-            else:
-                between = between_records(text, at)
-                if between is None:
-                    raise _unexpected(text, at)
-                at = between.end()
-                if between.lastindex:  # the list's closing bracket
-                    break
-    if at < len(text):
-        raise UpstreamError(f"upstream body is not JSON: more follows the list at char {at}")
+    connection.doing = "decoding the page"
+    try:
+        start = _LIST_START.match(text)
+        if start is None:
+            raise UpstreamError(f"upstream body is {_kind(text)}, expected a list")
+        at = start.end()
+        if text.startswith("]", at):
+            at = _skip_space(text, at + 1)
+        elif not text.startswith("{", at):
+            raise _not_an_object(text, at)
+        else:
+            scan, between_records, follows = _STRICT, _BETWEEN_RECORDS.match, text.startswith
+            check_at = at + DEADLINE_CHECK_CHARS
+            while True:
+                try:
+                    record, at = scan(text, at)
+                except (ValueError, StopIteration, RecursionError) as exc:
+                    record, at = _unreadable(text, at, exc)
+                yield record
+                if at > check_at:
+                    connection.doing = f"decoding the page (at char {at:,} of {len(text):,})"
+                    connection.check_deadline()
+                    check_at = at + DEADLINE_CHECK_CHARS
+                if follows(",{", at):  # the usual separators, found without the regex
+                    at += 1
+                elif follows(", {", at):
+                    at += 2
+                else:
+                    between = between_records(text, at)
+                    if between is None:
+                        raise _unexpected(text, at)
+                    at = between.end()
+                    if between.lastindex:  # the list's closing bracket
+                        break
+        if at < len(text):
+            raise UpstreamError(f"upstream body is not JSON: more follows the list at char {at}")
+    except UpstreamError as exc:
+        exc.explain(connection.context())
+        raise
 
 
 def _skip_space(text: str, at: int) -> int:
