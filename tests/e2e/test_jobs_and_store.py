@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -155,6 +156,22 @@ def test_a_database_file_overwritten_or_emptied_under_the_stack_is_refused_in_th
         assert status == 503 and answer["message"].startswith("the database is unavailable: the database file is empty")
     assert path.stat().st_size == 0  # never made into a new database
     assert "Traceback" not in stack.output
+
+
+def test_a_read_waits_while_a_merge_commits_then_answers(start_stack, fake_upstream, tmp_path):
+    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
+    assert stack.json("POST", "/fetch?mode=sync")[0] == 200
+    committing = sqlite3.connect(tmp_path / "aggregator.db", isolation_level=None)
+    committing.execute("BEGIN EXCLUSIVE")  # the lock a merge holds while it commits, held longer
+    answers = []
+    read = threading.Thread(target=lambda: answers.append(stack.json("GET", "/data?limit=1")))
+    read.start()
+    read.join(1.0)
+    assert read.is_alive()  # it waits for the commit...
+    committing.execute("COMMIT")
+    read.join(10)
+    [(status, posts)] = answers  # ...then answers with the data
+    assert (status, [post["id"] for post in posts]) == (200, [1])
 
 
 def test_a_full_database_fails_the_fetch_with_its_own_reason_and_keeps_its_posts(start_stack):

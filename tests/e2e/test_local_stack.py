@@ -145,7 +145,7 @@ def test_the_console_names_the_reason_a_bad_message_failed(start_stack, fake_ups
     assert "the function reported it failed" not in stack.output
 
 
-def test_reads_are_never_blocked_by_a_fetch(stack, fake_upstream):
+def test_reads_are_not_blocked_while_a_fetch_waits_on_the_upstream(stack, fake_upstream):
     fake_upstream.then_respond(200, fake_upstream.posts, delay=3)
     fetch = threading.Thread(target=stack.request, args=("POST", "/fetch?mode=sync"))
     fetch.start()
