@@ -15,6 +15,7 @@ from tests.running_stack import user_environment
 
 pytestmark = pytest.mark.e2e
 LOCAL = "http://127.0.0.1:3000"
+CODE = (".py", ".json", ".yaml", ".toml")
 CURL_LINE = re.compile(r"^(curl .*?)\s+# -> (\d{3})(.*)$")
 HEADER_CLAIMS = {  # what a comment says of the answer's headers, and what the headers must then hold
     'Link: rel="next"': re.compile(r'^Link: <[^>]+>; rel="next"\r?$', re.M),
@@ -36,6 +37,17 @@ def test_the_readme_walk_through_names_its_expected_answers():
     assert all(LOCAL in command for command, _, _ in curls)
     claims = [claim for _, _, comment in curls for claim in HEADER_CLAIMS if claim in comment]
     assert sorted(set(claims)) == sorted(HEADER_CLAIMS)  # each kind of claim is checked somewhere
+
+
+def test_every_name_the_readme_gives_in_code_still_exists():
+    """A sentence naming a function, field, event or setting that is gone (`upsert_posts`) is no longer true."""
+    spans = re.findall(r"`([^`\n]+)`", (ROOT / "README.md").read_text())
+    names = {name for span in spans for name in re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", span)}
+    folders = ("layers", "functions", "local", "events", "bench")
+    sources = [ROOT / "template.yaml", *(p for f in folders for p in (ROOT / f).rglob("*") if p.suffix in CODE)]
+    code = "\n".join(path.read_text(errors="replace") for path in sources) + " ".join(p.stem for p in sources)
+    assert len(names) > 20
+    assert sorted(name for name in names if name not in code) == []
 
 
 @pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed; .ci/run installs it")
