@@ -222,6 +222,7 @@ class SqliteStore:
     def __init__(self, path: str, *, max_mb: int = 0, deadline: float | None = None):
         self._path, self._max_mb, self._deadline = path, max_mb, deadline
         self._identity: tuple[int, int] | None = None
+        self._busy_ms: int | None = None  # the busy timeout set on the connection
         self._db = self._open()
 
     def close(self) -> None:
@@ -287,8 +288,11 @@ class SqliteStore:
         if self._identity is not None and self._file_changed():
             opened = self._open()  # StoreUnavailable if it is missing: the old connection stays for its return
             self._db.close()
-            self._db = opened
-        self._db.execute(f"PRAGMA busy_timeout = {int(self._wait_seconds() * 1000)}")
+            self._db, self._busy_ms = opened, None
+        busy_ms = int(self._wait_seconds() * 10) * 100  # to a tenth of a second: mostly unchanged, so not set
+        if busy_ms != self._busy_ms:
+            self._db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self._busy_ms = busy_ms
         return self._db
 
     def _file_changed(self) -> bool:
