@@ -89,11 +89,11 @@ def handler(function: str):
     """The function's handler, called in this process with its logs and metric lines kept off the table."""
     spec = TEMPLATE.functions[function]
     loaded = load_handler(spec.code_uri, spec.handler, function)
+    from aggregator.observability import logger
+
+    logger.setLevel(logging.ERROR)  # once: a level set per call clears logging's caches, a cost Lambda never pays
 
     def quiet(event: dict, context: LambdaContext):
-        from aggregator.observability import logger
-
-        logger.setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()):
             return loaded(event, context)
 
