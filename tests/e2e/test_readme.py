@@ -6,7 +6,9 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,24 @@ CURL_LINE = re.compile(r"^(curl .*?)\s+# -> (\d{3})(.*)$")
 HEADER_CLAIMS = {  # what a comment says of the answer's headers, and what the headers must then hold
     'Link: rel="next"': re.compile(r'^Link: <[^>]+>; rel="next"\r?$', re.M),
     "Location names its status": re.compile(r"^Location: /fetch/status/[0-9a-f-]{36}\r?$", re.M),
+    "Allow: GET": re.compile(r"^Allow: GET\r?$", re.M),
+}
+# what a comment says of the answer's body, and what the body must then hold (`task`: the task's job id)
+BODY_CLAIMS: dict[str, Callable[[Any, str | None], bool]] = {
+    "the finished job": lambda job, _: (job["mode"], job["status"], job["inserted"]) == ("sync", "succeeded", 100),
+    "user 1's posts": lambda posts, _: bool(posts) and {post["user_id"] for post in posts} == {1},
+    "the first 100 posts, by id": lambda posts, _: [post["id"] for post in posts] == list(range(1, 101)),
+    "posts 21-30": lambda posts, _: [post["id"] for post in posts] == list(range(21, 31)),
+    "queued": lambda job, _: (job["mode"], job["status"]) == ("task", "queued"),
+    "the job, queued -> running -> succeeded": lambda job, task: (
+        job["job_id"] == task and job["status"] in ("queued", "running", "succeeded")
+    ),
+    "the newest job": lambda jobs, task: [job["job_id"] for job in jobs] == [task],
+    "names the field": lambda error, _: (
+        "user_id" in error["message"] and error["detail"][0]["loc"] == ["query", "user_id"]
+    ),
+    "an unknown parameter, named": lambda error, _: error["detail"][0]["loc"] == ["query", "userId"],
+    "the OpenAPI document": lambda document, _: document["openapi"].startswith("3.1"),
 }
 
 
@@ -31,12 +51,23 @@ def readme_curls() -> list[tuple[str, int, str]]:
     return [(m.group(1), int(m.group(2)), m.group(3)) for m in map(CURL_LINE.match, lines) if m]
 
 
+def claims_in(comment: str) -> tuple[list[str], str]:
+    """The claims a comment makes, longest first, and whatever it says besides them."""
+    found = []
+    for claim in sorted([*HEADER_CLAIMS, *BODY_CLAIMS], key=len, reverse=True):
+        if claim in comment:
+            found.append(claim)
+            comment = comment.replace(claim, "")
+    return found, re.sub(r"^with\b|[\s:;,]", "", comment.strip(" :;,"))
+
+
 def test_the_readme_walk_through_names_its_expected_answers():
     curls = readme_curls()
     assert len(curls) >= 10
     assert all(LOCAL in command for command, _, _ in curls)
     claims = [claim for _, _, comment in curls for claim in HEADER_CLAIMS if claim in comment]
     assert sorted(set(claims)) == sorted(HEADER_CLAIMS)  # each kind of claim is checked somewhere
+    assert [comment for _, _, comment in curls if claims_in(comment)[1]] == []  # and every comment is a claim
 
 
 def test_every_name_the_readme_gives_in_code_still_exists():
@@ -60,14 +91,19 @@ def test_every_readme_curl_answers_as_the_readme_says(start_stack):
             command = command.replace("<job_id>", job_id)
         command = command.replace(LOCAL, stack.url) + " -w '\\n%{http_code}'"
         output = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60).stdout
-        body, _, status = output.rpartition("\n")
+        answer, _, status = output.rpartition("\n")
         assert int(status) == expected, f"{command}\n{output}"
-        for claim, pattern in HEADER_CLAIMS.items():
-            if claim in comment:
-                assert " -si " in command and pattern.search(body), f"{command}: no {claim}\n{output}"
+        headers, _, body = answer.partition("\n\n") if " -si " in command else ("", "", answer)
+        for claim in claims_in(comment)[0]:
+            if claim in HEADER_CLAIMS:
+                assert HEADER_CLAIMS[claim].search(headers), f"{command}: no {claim}\n{output}"
+            else:
+                assert BODY_CLAIMS[claim](json.loads(body), job_id), f"{command}: not {claim}\n{output}"
         found = re.search(r'"job_id":"([0-9a-f-]{36})"', body)
         job_id = found.group(1) if found and "mode=task" in command else job_id
     assert job_id
+    jobs = stack.json("GET", "/fetch/jobs")[1]
+    assert [job["mode"] for job in jobs] == ["task", "sync"]  # bad input changed nothing
 
 
 def env_json_here(stack, upstream, folder) -> str:
