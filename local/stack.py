@@ -239,7 +239,15 @@ class LocalStack:
             self.console.line("api", request_line(method, target, answer, seconds))
 
         address = (self.options.host, self.options.port)
-        self.api = ApiServer(address, self.template.routes, self.deployment.pools, report, api_key=self.options.api_key)
+        try:
+            self.api = ApiServer(
+                address, self.template.routes, self.deployment.pools, report, api_key=self.options.api_key
+            )
+        except OSError as exc:
+            port = self.options.port
+            raise DeploymentError(
+                f"PORT {port} cannot be used: {exc.strerror}; set another, such as PORT={port + 1}"
+            ) from None
         self.api.start_in_thread()
         self.parts.append(self.api)
 

@@ -295,7 +295,7 @@ def test_a_port_in_use_is_reported(start_stack, fake_upstream, tmp_path):
         timeout=60,
     )
     assert result.returncode == 1
-    assert "Address already in use" in result.stderr
+    assert f"PORT {port} cannot be used: Address already in use; set another, such as PORT=" in result.stderr
 
 
 def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(start_stack, fake_upstream):
