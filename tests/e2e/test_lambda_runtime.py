@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.request
 
 import boto3
 import pytest
@@ -175,6 +176,26 @@ def test_a_delivery_that_times_out_goes_back_to_the_queue_then_to_the_dlq(probes
     while not moved and time.monotonic() < deadline:
         moved = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", [])
     assert [m["MessageId"] for m in moved] == [message_id]
+
+
+def test_the_queue_is_polled_by_up_to_the_mappings_maximum_concurrency_batches_at_once(probes):
+    sqs = boto3.client("sqs", endpoint_url=probes.cloud_url, region_name="us-east-1")
+    url = sqs.get_queue_url(QueueName="ProbeQueue")["QueueUrl"]
+    sent = [sqs.send_message(QueueUrl=url, MessageBody="0.5")["MessageId"] for _ in range(5)]
+    for message_id in sent:
+        probes.wait_for_output(f"probe record {message_id} ran", timeout=20)
+    ran = re.compile(r"probe record (\S+) ran from ([\d.]+) to ([\d.]+)")
+    spans = [(float(m[2]), float(m[3])) for m in map(ran.search, probes.lines) if m and m[1] in sent]
+    at_once = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
+    assert at_once == 2  # the template's MaximumConcurrency: batches ran side by side, never more
+
+
+def test_the_clouds_dashboard_shows_the_templates_queues(probes):
+    with urllib.request.urlopen(probes.cloud_url + "/moto-api/", timeout=10) as page:
+        assert page.status == 200
+    with urllib.request.urlopen(probes.cloud_url + "/moto-api/data.json", timeout=10) as data:
+        queues = json.load(data)["sqs"]["Queue"]
+    assert {queue["name"] for queue in queues} >= {"ProbeQueue", "ProbeDeadLetterQueue"}
 
 
 def test_a_code_change_recycles_the_instances_before_the_next_invocation(tmp_path):
