@@ -175,8 +175,11 @@ class LocalStack:
         from aggregator.store import StoreUnavailable
 
         for source in self.template.sqs_sources:
+            worker = self.deployment.pools[source.function]
+            if "STORE_BACKEND" not in worker.sandbox.environment:
+                continue  # a worker that declares no store keeps no jobs (another template's, such as a test's)
             try:
-                self._reconcile(self.deployment.pools[source.function])
+                self._reconcile(worker)
             except StoreUnavailable as exc:
                 raise DeploymentError(f"{self.options.db_path}: {exc}") from None
 

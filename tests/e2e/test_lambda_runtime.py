@@ -198,6 +198,21 @@ def test_the_clouds_dashboard_shows_the_templates_queues(probes):
     assert {queue["name"] for queue in queues} >= {"ProbeQueue", "ProbeDeadLetterQueue"}
 
 
+def test_a_stack_leaves_the_default_database_alone_when_its_worker_declares_no_store(tmp_path):
+    """The probes' worker keeps no jobs: a stack of them must not open (or settle the jobs of) the database
+    `make run` keeps by default, which another stack may be serving."""
+    default = ROOT / ".local" / "aggregator.db"
+
+    def state() -> tuple[bool, int]:
+        return default.exists(), default.stat().st_mtime_ns if default.exists() else 0
+
+    before = state()
+    stack = start_probes(tmp_path)
+    probe(stack, "/probe")
+    stack.stop()
+    assert state() == before
+
+
 def test_a_code_change_recycles_the_instances_before_the_next_invocation(tmp_path):
     copy = tmp_path / "probes"
     shutil.copytree(PROBES, copy)
