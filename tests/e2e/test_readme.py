@@ -1,6 +1,7 @@
 """Every curl in the README that targets the local stack works against `make run UPSTREAM=sample`; env.json
 works as the README's recipe for `sam local` says."""
 
+import itertools
 import json
 import re
 import shutil
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT
+from aggregator import config
+from local.stack import Options
+from tests.helpers import ROOT, TEMPLATE
 from tests.running_stack import user_environment
 
 pytestmark = pytest.mark.e2e
@@ -79,6 +82,89 @@ def test_every_name_the_readme_gives_in_code_still_exists():
     code = "\n".join(path.read_text(errors="replace") for path in sources) + " ".join(p.stem for p in sources)
     assert len(names) > 20
     assert sorted(name for name in names if name not in code) == []
+
+
+def layout_block() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"## Layout\n\n```\n(.*?)```", text, flags=re.S).group(1).splitlines()
+
+
+def test_the_layout_names_every_file_that_exists_and_each_module_of_the_package_and_the_local_stack():
+    lines = layout_block()
+    for line in lines:
+        if not line.startswith(" "):
+            path = line.split()[0]
+            assert list(ROOT.glob(path.replace("<name>", "*"))), f"the Layout names {path}, which does not exist"
+    for folder, first in (("layers/common/python/aggregator", "layers/common/python/aggregator/"), ("local", "local/")):
+        start = next(n for n, line in enumerate(lines) if line.startswith(first))
+        block = [line for line in itertools.takewhile(lambda line: line.startswith(" "), lines[start + 1 :])]
+        block.append(lines[start].removeprefix(first))
+        named = {name for line in block for name in re.findall(r"(?<![\w./])(\w+(?:\.py|/))(?=[\s:;,]|$)", line)}
+        modules = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+        packages = {p.name + "/" for p in (ROOT / folder).iterdir() if (p / "__init__.py").exists()}
+        assert sorted((modules | packages) - named) == [], f"{folder}: the Layout does not name these"
+        anywhere = {p.name + "/" if p.is_dir() else p.name for p in (ROOT / folder).rglob("*")}
+        assert sorted(named - anywhere) == [], f"{folder}: the Layout names these, which do not exist"
+
+
+class Reads(dict):
+    """An empty environment that records the names read from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def get(self, name, default=None):
+        self.names.add(name)
+        return super().get(name, default)
+
+
+def readme_table(header: str) -> list[list[str]]:
+    """The cells of each row of the README's table under `header`."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    rows = itertools.takewhile(lambda line: line.startswith("|"), lines[lines.index(header) + 2 :])
+    return [row.strip("|").strip().split(" | ") for row in rows]
+
+
+def setting_names(cell: str) -> list[str]:
+    return [n for span in re.findall(r"`([^`]+)`", cell) for n in re.findall(r"\b[A-Z][A-Z0-9_]*[A-Z0-9]\b", span)]
+
+
+def test_the_configuration_table_is_what_config_reads_and_the_template_deploys():
+    """Every setting in the table is read by config.py and declared in template.yaml, from the parameter in
+    brackets, with the default the table gives; no setting config.py reads is missing from it."""
+    declared = TEMPLATE.raw["Globals"]["Function"]["Environment"]["Variables"]
+    listed = set()
+    for setting, default, _ in readme_table("| variable | default | meaning |"):
+        parameter = re.search(r"\(`(\w+)`\)", setting)
+        for name in setting_names(setting.split("(")[0]):
+            listed.add(name)
+            value = declared[name]
+            if parameter:
+                assert value == {"Ref": parameter[1]}, name
+                value = str(TEMPLATE.parameters[parameter[1]])
+            value = value["Fn::If"][1] if isinstance(value, dict) and "Fn::If" in value else value
+            shown = re.match(r"`([^`]*)`", default)
+            assert not shown or shown[1] == value, f"{name}: the README says {shown[1]}, the template {value}"
+        if not listed & set(setting_names(setting)):  # a parameter with no variable: the schedule
+            assert parameter and parameter[1] in TEMPLATE.parameters
+            assert default == f"`{TEMPLATE.parameters[parameter[1]]}`"
+    env = Reads()
+    config.load(env)
+    assert listed == env.names - {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE"}  # Lambda sets that one
+
+
+def test_the_local_stacks_variables_are_the_ones_it_reads_with_the_defaults_the_readme_gives():
+    env = Reads()
+    Options.from_env(env)
+    listed = set()
+    for variable, effect in readme_table("| variable | effect |"):
+        names = setting_names(variable)
+        listed.update(names)
+        default = re.search(r"\((\d+)[;)]", effect)
+        if default and len(names) == 1:  # the default is the value that changes nothing
+            assert Options.from_env({names[0]: default[1]}) == Options.from_env({}), names[0]
+    assert listed == env.names
 
 
 @pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed; .ci/run installs it")
