@@ -71,6 +71,7 @@ def test_each_function_sees_its_own_variables_and_lambdas_only(probes):
     assert (other["_HANDLER"], other["AWS_REGION"]) == ("app.lambda_handler", "us-east-1")
     assert other["LAMBDA_TASK_ROOT"].endswith("functions/probe")
     assert "CANARY" not in own and "CANARY" not in other  # nothing comes from the stack's own environment
+    assert "DB_PATH" not in own and "DB_PATH" not in other  # an override reaches only the functions declaring it
 
 
 def test_the_layer_is_on_the_path_and_the_context_counts_down_from_the_timeout(probes):
@@ -114,11 +115,16 @@ def test_past_its_timeout_an_invocation_is_killed_and_reported_as_lambda_does(pr
 
 
 def test_past_the_integration_timeout_api_gateway_answers_504_while_the_function_runs_on(probes):
+    before = len(probes.lines)
     status, _, body = probes.request("GET", "/impatient?action=sleep&seconds=2")
     assert (status, json.loads(body)) == (504, {"message": "Endpoint request timed out"})
     probes.wait_for_output("-> 504", timeout=5)
     line = next(line for line in probes.lines if "GET /impatient" in line)
     assert "(ProbeFunction)" in line
+    request_id = next(m[1] for m in map(re.compile(r"probe sleep in request (\S+)").search, probes.lines[before:]) if m)
+    probes.wait_for_output(f"REPORT RequestId: {request_id}", timeout=10)
+    report = next(m for m in map(REPORT.search, probes.lines) if m and m["id"] == request_id)
+    assert not report["status"] and float(re.search(r"Duration: ([\d.]+)", report[0])[1]) >= 2000  # it ran on
 
 
 def test_past_its_memory_size_an_instance_is_killed(probes):
@@ -223,6 +229,26 @@ def test_a_code_change_recycles_the_instances_before_the_next_invocation(tmp_pat
         app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
         stack.wait_for_output("instances recycled", timeout=10)
         assert probe(stack, "/other")["version"] == 2
+    finally:
+        stack.stop()
+
+
+def test_a_code_change_lets_a_busy_instance_finish_then_recycles_it(tmp_path):
+    copy = tmp_path / "probes"
+    shutil.copytree(PROBES, copy)
+    stack = start_probes(tmp_path, template=copy / "template.yaml")
+    try:
+        answers: list[dict] = []
+        busy = threading.Thread(target=lambda: answers.append(probe(stack, "/probe?action=sleep&seconds=2")))
+        busy.start()
+        stack.wait_for_output("probe sleep in request", timeout=10)
+        app = copy / "functions" / "probe" / "app.py"
+        app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
+        stack.wait_for_output("instances recycled", timeout=10)
+        busy.join()
+        assert answers[0]["version"] == 1  # it finished on the code it started with
+        after = probe(stack, "/probe")
+        assert (after["version"], after["invocations"]) == (2, 1) and after["pid"] != answers[0]["pid"]
     finally:
         stack.stop()
 

@@ -56,3 +56,10 @@ def test_every_checkov_skip_says_why():
     for name, resource in RESOURCES.items():
         for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert skip["id"].startswith("CKV_") and len(skip["comment"]) > 40, name
+
+
+def test_every_route_gives_up_at_api_gateways_29_s_and_the_fetch_function_may_run_that_long():
+    """The template sets no TimeoutInMillis: API Gateway's default, 29 s, which the local stack applies too.
+    The fetch function's Timeout reaches it, so a sync fetch (25 s budget) answers before the gateway gives up."""
+    assert {route.timeout_ms for route in TEMPLATE.routes} == {29_000}
+    assert TEMPLATE.functions["FetchApiFunction"].timeout == 29
