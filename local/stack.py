@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -236,6 +237,10 @@ class LocalStack:
                 config.load(pool.sandbox.environment)
             except config.ConfigError as exc:
                 raise DeploymentError(f"{name}: {exc}") from None
+            level = pool.sandbox.environment.get("POWERTOOLS_LOG_LEVEL", "INFO")
+            if level.upper() not in logging.getLevelNamesMapping():  # Powertools' Logger fails at import on it
+                levels = ", ".join(logging.getLevelNamesMapping())
+                raise DeploymentError(f"{name}: POWERTOOLS_LOG_LEVEL must be a log level ({levels}), got {level!r}")
 
     def _start_api(self) -> None:
         def report(method: str, target: str, answer: Answer, seconds: float) -> None:

@@ -226,6 +226,7 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(sta
         ({"MAX_RECEIVE_COUNT": "abc"}, "MAX_RECEIVE_COUNT sets the template parameter MaxReceiveCount, which must"),
         ({"MAX_RECEIVE_COUNT": "11"}, "MaxReceiveCount, which must be at most 10; got '11'"),
         ({"UPSTREAM_TIMEOUT": "100"}, "UpstreamTimeout, which must be at most 25; got '100'"),
+        ({"POWERTOOLS_LOG_LEVEL": "LOUD"}, "ReadApiFunction: POWERTOOLS_LOG_LEVEL must be a log level"),
     ],
 )
 def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, says):
