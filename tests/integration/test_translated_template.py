@@ -165,6 +165,8 @@ def test_fetch_jobs_flow_from_the_queue_to_the_worker_and_failures_to_the_dead_l
     assert dead_letter == GetAtt("FetchDeadLetterQueue", "Arn")
     dlq_props = stack.props(dead_letter.resource)
     assert queue_props["FifoQueue"] is dlq_props["FifoQueue"] is True
+    assert queue_props["SqsManagedSseEnabled"] is dlq_props["SqsManagedSseEnabled"] is True
+    assert dlq_props["MessageRetentionPeriod"] == 14 * 24 * 3600
     worker_props = functions(stack)[worker]
     assert queue_props["VisibilityTimeout"] >= 6 * worker_props["Timeout"], "AWS's advice for Lambda consumers"
     assert dlq_props["MessageRetentionPeriod"] > queue_props["MessageRetentionPeriod"]
@@ -334,9 +336,21 @@ def test_nfs_reaches_efs_only_from_the_functions(stack):
         assert ingress["SourceSecurityGroupId"] == (
             stack.parameters["ExistingFunctionSecurityGroupId"] or Ref("FunctionSecurityGroup")
         )
-    for group in stack.of_type("AWS::EC2::SecurityGroup").values():
+    for name, group in stack.of_type("AWS::EC2::SecurityGroup").items():
         assert "SecurityGroupIngress" not in group
-        assert {rule.get("FromPort") for rule in group["SecurityGroupEgress"]} <= {443, 2049, None}
+        egress = [{k: v for k, v in rule.items() if k != "Description"} for rule in group["SecurityGroupEgress"]]
+        if name == "FunctionSecurityGroup":  # out only to HTTPS, and NFS to EFS
+            assert egress == [
+                {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"},
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 2049,
+                    "ToPort": 2049,
+                    "DestinationSecurityGroupId": Ref("EfsSecurityGroup"),
+                },
+            ]
+        else:  # no way out: a security group with no egress rule would allow all
+            assert egress == [{"IpProtocol": "-1", "CidrIp": "127.0.0.1/32"}], name
 
 
 def test_alarms_watch_what_exists_and_notify_the_topic_when_one_is_given(stack):
@@ -467,3 +481,18 @@ def test_every_dynamodb_request_a_function_makes_is_one_its_role_allows(backend,
         for action, resource in requests.needed:
             allowed = any(action in s["Action"] and resource in s["Resource"] for s in statements)
             assert allowed, f"{function}'s role does not allow {action} on {resource}"
+
+
+def test_the_outputs_give_the_api_its_docs_its_key_and_the_queues(stack):
+    outputs = stack.template["Outputs"]
+    assert set(outputs) == {"ApiUrl", "DocsUrl", "OpenApiUrl", "ApiKeyId", "FetchQueueUrl", "DeadLetterQueueUrl"}
+    base = "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}/Prod"
+    assert [outputs[name]["Value"]["Fn::Sub"] for name in ("ApiUrl", "DocsUrl", "OpenApiUrl")] == [
+        base,
+        base + "/docs",
+        base + "/openapi.json",
+    ]
+    assert (outputs["FetchQueueUrl"]["Value"], outputs["DeadLetterQueueUrl"]["Value"]) == (
+        {"Ref": "FetchQueue"},
+        {"Ref": "FetchDeadLetterQueue"},
+    )
