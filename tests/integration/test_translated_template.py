@@ -18,7 +18,7 @@ from tests.cloudformation import (
     Stack,
     translate,
 )
-from tests.helpers import api_event, body, invoke, load_event
+from tests.helpers import TEMPLATE, api_event, body, invoke, load_event
 
 
 @pytest.fixture(params=list(PARAMETER_SETS))
@@ -193,6 +193,21 @@ def test_only_the_functions_that_queue_jobs_may_send_and_they_know_the_queue(sta
             [resource] = {s["Resource"] for s in statements if s["Action"][0].startswith("sqs:")}
             assert resource.endswith(":${FetchQueue.QueueName}")
     assert senders == {"FetchApiFunction", "SchedulerFunction"}
+
+
+def test_the_only_managed_policies_are_the_ones_the_readme_owns_up_to(stack):
+    """Logs and X-Ray for every function; SAM's ENI policy wherever the template gives a VpcConfig (kept,
+    unused, with DynamoDB); SAM's SQS poller policy, which names no queue, for the worker."""
+    managed = "arn:aws:iam::aws:policy/"
+    declared = TEMPLATE.raw["Resources"]
+    for name, function in functions(stack).items():
+        expected = {"service-role/AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+        if "VpcConfig" in declared[name]["Properties"]:
+            expected.add("service-role/AWSLambdaVPCAccessExecutionRole")
+        if name == "WorkerFunction":
+            expected.add("service-role/AWSLambdaSQSQueueExecutionRole")
+        arns = stack.props(function["Role"].resource)["ManagedPolicyArns"]
+        assert {arn.removeprefix(managed) for arn in arns} == expected, name
 
 
 def test_the_schedule_invokes_the_scheduler_at_the_configured_rate(stack):
