@@ -243,3 +243,9 @@ def test_env_json_against_a_stack_started_without_its_tables_answers_503_naming_
     status, answer = answer_of(done)
     assert status == 503
     assert answer["message"].startswith("the database is unavailable: ") and "PostsTable" in answer["message"]
+
+
+def test_the_readme_lists_every_event_in_events():
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"`events/` holds one event per route and trigger \(([^)]*)\)", text).group(1)
+    assert sorted(re.findall(r"`(\w+)`", listed)) == sorted(p.stem for p in (ROOT / "events").glob("*.json"))
