@@ -242,7 +242,8 @@ def test_env_json_against_a_stack_started_without_its_tables_answers_503_naming_
     done = invoke_with(env_json_here(stack, upstream, tmp_path), "ReadApiFunction", "events/get_data.json")
     status, answer = answer_of(done)
     assert status == 503
-    assert answer["message"].startswith("the database is unavailable: ") and "PostsTable" in answer["message"]
+    assert answer["message"].startswith("the database is unavailable: ")
+    assert answer["message"].endswith("(ResourceNotFoundException, PostsTable)")  # as Troubleshooting quotes it
 
 
 def test_the_readme_lists_every_event_in_events():
