@@ -103,7 +103,7 @@ def test_invoke_exits_non_zero_when_the_function_fails(tmp_path):
     event = tmp_path / "raise.json"
     event.write_text(json.dumps({"queryStringParameters": {"action": "raise"}}))
     template = str(ROOT / "tests" / "fixtures" / "runtime" / "template.yaml")
-    done = run_invoke("OtherFunction", "-e", str(event), "--template", template)
+    done = run_invoke("OtherFunction", "-e", str(event), "--template", template, DB_PATH=str(tmp_path / "x.db"))
     assert done.returncode == 1
     assert json.loads(done.stdout)["errorType"] == "ValueError"
     assert "the probe was asked to fail" in done.stderr
@@ -130,7 +130,7 @@ def test_invoke_exits_non_zero_when_the_function_times_out(tmp_path):
     event = tmp_path / "sleep.json"
     event.write_text(json.dumps({"queryStringParameters": {"action": "sleep", "seconds": "3"}}))
     template = str(ROOT / "tests" / "fixtures" / "runtime" / "template.yaml")
-    done = run_invoke("OtherFunction", "-e", str(event), "--template", template)
+    done = run_invoke("OtherFunction", "-e", str(event), "--template", template, DB_PATH=str(tmp_path / "x.db"))
     assert done.returncode == 1
     assert json.loads(done.stdout)["errorType"] == "Sandbox.Timedout"
     assert "Task timed out after 1.00 seconds" in done.stderr
