@@ -136,6 +136,8 @@ def test_past_its_memory_size_an_instance_is_killed(probes):
 def test_a_reserved_concurrency_throttles_the_next_request_as_lambda_does(probes):
     answers = at_once(probes, "/reserved?action=sleep&seconds=1.5", "/reserved?action=sleep&seconds=1.5")
     assert sorted(status for status, _ in answers) == [200, 500]
+    [throttled] = [json.loads(body) for status, body in answers if status == 500]
+    assert throttled == {"message": "Internal server error"}
 
 
 def test_an_import_error_is_reported_as_an_init_error(probes):
