@@ -17,9 +17,10 @@ run: install
 	$(BIN)/python -m local $(if $(UPSTREAM),--upstream $(UPSTREAM)) $(ARGS)
 
 # One invocation of one function without Docker: make invoke FUNCTION=ReadApiFunction EVENT=events/get_data.json
+# [UPSTREAM=sample] [ENV_VARS=env.json]
 invoke: install
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=ReadApiFunction EVENT=events/get_data.json"; exit 2; }
-	$(BIN)/python -m local invoke $(FUNCTION) -e $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
+	$(BIN)/python -m local invoke $(FUNCTION) -e $(EVENT) $(if $(UPSTREAM),--upstream $(UPSTREAM)) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
 # The suite runs in 4 processes: most of its time is spent waiting on sockets and subprocesses.
 test: install tools lint validate security build

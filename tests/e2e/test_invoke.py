@@ -178,3 +178,19 @@ def test_a_function_missing_a_variable_in_the_template_fails_locally_as_deployed
                       DB_PATH=str(tmp_path / "x.db"))  # fmt: skip
     assert done.returncode == 1
     assert "QUEUE_URL is not set" in done.stdout + done.stderr
+
+
+def test_make_invoke_with_the_sample_upstream_fetches_offline(tmp_path):
+    done = subprocess.run(
+        ["make", "--no-print-directory", "invoke", "FUNCTION=FetchApiFunction", "EVENT=events/post_fetch_sync.json",
+         "UPSTREAM=sample"],
+        cwd=ROOT,
+        env={**user_environment(), "DB_PATH": str(tmp_path / "x.db"), "UPSTREAM_URL": "http://127.0.0.1:9/posts"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["statusCode"] == 200, answer
+    assert json.loads(answer["body"])["inserted"] == 100
