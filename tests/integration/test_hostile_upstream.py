@@ -12,10 +12,12 @@ from aggregator import queue
 from aggregator.config import settings
 from aggregator.ingest import FINISH_MARGIN_SECONDS
 from aggregator.models import FetchMode, JobStatus
+from aggregator.store import WAIT_MARGIN_SECONDS, open_store
 from local.sample_upstream import SampleUpstream
 from tests.helpers import api_event, body, invoke, load_event, queued_job, reset_settings
 from tests.integration.test_worker import failures, record, sqs_event
-from tests.utils.hostile_upstream import HostileUpstream, drip, http_response
+from tests.unit.test_store import fill_posts
+from tests.utils.hostile_upstream import HostileUpstream, drip, http_response, send
 
 SLACK = 1.5
 OUT_OF_BUDGET = re.compile(r"upstream fetch ran out of its (1\.[5-9]|2) s budget")  # 2 s less the call's own time
@@ -134,3 +136,21 @@ def test_the_log_of_headers_dripped_past_the_budget_says_what_was_being_read(sto
         rf"the budget ran out while waiting for the status line and headers, {budget}: GET {re.escape(server.url)}$",
         detail,
     ), detail
+
+
+def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_failed_job(store, monkeypatch):
+    """The upstream answers at once, listing nothing: the merge would delete every stored post, which takes
+    longer than the function has left. It is stopped before the function times out, and deletes nothing."""
+    fill_posts(settings().db_path, 2_000_000)
+    seconds = FINISH_MARGIN_SECONDS + 0.5
+    with HostileUpstream(send(http_response(body=b"[]"))) as empty:
+        monkeypatch.setenv("UPSTREAM_URL", empty.url)
+        reset_settings()
+        started = time.monotonic()
+        response = invoke("FetchApiFunction", load_event("post_fetch_sync"), timeout=seconds)
+        took = time.monotonic() - started
+    assert took < seconds - WAIT_MARGIN_SECONDS + SLACK
+    assert response["statusCode"] == 504
+    job = body(response)
+    assert job["status"] == "failed" and "ran past the invocation's time" in job["error"]
+    assert open_store(settings()).count_posts() == 2_000_000

@@ -17,6 +17,7 @@ from aggregator.store import (
     LeaseLost,
     Progress,
     StoreError,
+    StoreTimeout,
     StoreUnavailable,
     UnknownJob,
     fill_page,
@@ -439,6 +440,30 @@ def test_a_lock_held_past_the_deadline_is_unavailable_at_the_deadline(sqlite_db,
     holder.execute("ROLLBACK")
     sqlite_db.set_deadline(None)
     assert sqlite_db.count_posts() == 1
+
+
+def test_a_merge_still_running_at_the_deadline_is_stopped_and_writes_nothing(sqlite_db, db_path):
+    fill_posts(db_path, 200_000)
+    lease = running_job(sqlite_db)
+    sqlite_db.set_deadline(time.monotonic() + 0.05)  # far less than deleting 200,000 posts takes
+    started = time.monotonic()
+    with pytest.raises(StoreTimeout, match="ran past the invocation's time; nothing was written"):
+        sqlite_db.merge_fetch(lease, [], lambda: fetch_end([]))  # an empty complete fetch deletes every post
+    assert time.monotonic() - started < 1.0
+    sqlite_db.set_deadline(None)
+    assert sqlite_db.count_posts() == 200_000
+    assert sqlite_db.fail_job(lease.job.job_id, "out of time", lease=lease).status == JobStatus.FAILED
+
+
+def fill_posts(db_path: str, count: int) -> None:
+    """`count` posts written straight into the file, far faster than merging them."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+        "INSERT INTO posts SELECT i, 1 + i % 10, 't', 'b' FROM n",
+        (count,),
+    )
+    db.close()
 
 
 def test_a_file_moved_away_and_back_is_read_again(sqlite_db, db_path):

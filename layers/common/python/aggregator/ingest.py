@@ -14,7 +14,18 @@ from aggregator.config import Settings
 from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job
 from aggregator.observability import logger
 from aggregator.scrub import scrub
-from aggregator.store import FetchEnd, Lease, LeaseLost, PageItem, PostRow, Progress, Store, StoreError, UnknownJob
+from aggregator.store import (
+    FetchEnd,
+    Lease,
+    LeaseLost,
+    PageItem,
+    PostRow,
+    Progress,
+    Store,
+    StoreError,
+    StoreTimeout,
+    UnknownJob,
+)
 
 POST_FIELDS = (("id", int), ("userId", int), ("title", str), ("body", str))
 MAX_REASONS = 3
@@ -131,8 +142,8 @@ def run_job(
         job = store.fail_job(job_id, reason, lease=lease, progress=tally.progress())
         if not known:
             raise
-        timed_out = isinstance(exc, upstream.UpstreamTimeout)
-        return FetchResult(job, timed_out=timed_out, store_failed=isinstance(exc, StoreError))
+        timed_out = isinstance(exc, upstream.UpstreamTimeout | StoreTimeout)
+        return FetchResult(job, timed_out=timed_out, store_failed=isinstance(exc, StoreError) and not timed_out)
 
 
 def _valid_pages(settings: Settings, tally: Tally, budget: float, progress: ProgressWriter) -> Iterator[list[PageItem]]:

@@ -128,7 +128,8 @@ def _job_answer(
             locked=STORE_LOCKED_EXAMPLE,
         ),
         504: _job_answer(
-            "sync: the upstream timed out; the body is the failed job. Or API Gateway's own answer when the "
+            "sync: the upstream timed out, or the merge ran past the function's time; the body is the failed job. "
+            "Or API Gateway's own answer when the "
             "function did not answer within the integration's timeout (29 s)",
             (JobStatus.FAILED,),
             (ClaimOutcome.STARTED,),

@@ -69,6 +69,10 @@ class StoreError(BackendError):
     """The store failed; the message is the database's own reason, safe to show."""
 
 
+class StoreTimeout(StoreError):
+    """The store's work ran past the invocation's deadline and was stopped: nothing was written."""
+
+
 class StoreUnavailable(StoreError, Unavailable):
     """The database cannot be used now: its file is missing or is not the database created there, a lock
     on it was held past the time allowed, a table is missing, the requests are throttled. Nothing was
@@ -278,6 +282,7 @@ __all__ = [
     "Progress",
     "Store",
     "StoreError",
+    "StoreTimeout",
     "StoreUnavailable",
     "UnknownJob",
     "close_stores",

@@ -26,6 +26,7 @@ from aggregator.store import (
     PostsPage,
     Progress,
     StoreError,
+    StoreTimeout,
     StoreUnavailable,
     UnknownJob,
     fill_page,
@@ -110,6 +111,7 @@ JOB_COLUMNS = ", ".join(JOB_FIELDS)
 IN_PROGRESS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
 BUSY_TIMEOUT_SECONDS = 30.0  # the longest wait for a lock, when the store is given no deadline
+DEADLINE_CHECK_STEPS = 10_000  # a merge checks its deadline once per this many SQLite instructions
 MARKER_SUFFIX = ".created"  # a file beside the database: a database was created here, so never recreate it
 HEADER = b"SQLite format 3\x00"  # how every SQLite database file begins
 MISSING = (
@@ -231,6 +233,9 @@ class SqliteStore:
     def set_deadline(self, deadline: float | None) -> None:
         self._deadline = deadline
 
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
     def _wait_seconds(self) -> float:
         """How long a statement may wait for a lock: until the deadline, at most BUSY_TIMEOUT_SECONDS."""
         if self._deadline is None:
@@ -333,6 +338,8 @@ class SqliteStore:
         primary = "_".join(name.split("_")[:2])  # SQLITE_BUSY_RECOVERY is a SQLITE_BUSY
         if primary in ("SQLITE_BUSY", "SQLITE_LOCKED"):
             return StoreUnavailable(LOCKED.format(reason=f"{exc} ({name})"))
+        if primary == "SQLITE_INTERRUPT":
+            return StoreTimeout("merging the fetch ran past the invocation's time; nothing was written")
         if primary == "SQLITE_NOTADB":
             return StoreUnavailable(f"{exc} ({name})")
         limit = f"; DB_MAX_MB is {self._max_mb}" if name == "SQLITE_FULL" and self._max_mb else ""
@@ -377,6 +384,9 @@ class SqliteStore:
 
     def merge_fetch(self, lease: Lease, pages: Iterable[Iterable[PageItem]], end: Callable[[], FetchEnd]) -> Job:
         db = self._connection()
+        # However many posts it stages, compares or deletes, a merge still running at the deadline is
+        # interrupted (SQLITE_INTERRUPT) and rolled back, leaving the invocation the time to record it.
+        db.set_progress_handler(self._past_deadline, DEADLINE_CHECK_STEPS)
         try:
             db.executescript(STAGING)
             self._stage(db, pages)
@@ -395,6 +405,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
+            db.set_progress_handler(None, 0)
             _rollback(db)
             with contextlib.suppress(sqlite3.Error):
                 db.executescript("DELETE FROM temp.incoming; DELETE FROM temp.kept;")
