@@ -154,3 +154,16 @@ def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_f
     job = body(response)
     assert job["status"] == "failed" and "ran past the invocation's time" in job["error"]
     assert open_store(settings()).count_posts() == 2_000_000
+
+
+def test_a_post_listed_twice_is_stored_once_as_its_last_record_says_and_counted_once(store, monkeypatch):
+    twice = [
+        {"userId": 1, "id": 1, "title": "first", "body": "b"},
+        {"userId": 2, "id": 1, "title": "last", "body": "b"},
+    ]
+    with HostileUpstream(send(http_response(body=json.dumps(twice).encode()))) as server:
+        monkeypatch.setenv("UPSTREAM_URL", server.url)
+        reset_settings()
+        job = body(invoke("FetchApiFunction", load_event("post_fetch_sync")))
+    assert (job["status"], job["fetched"], job["inserted"], job["rejected"]) == ("succeeded", 2, 1, 0)
+    assert [(post.user_id, post.title) for post in open_store(settings()).list_posts()] == [(2, "last")]
