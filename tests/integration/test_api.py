@@ -369,12 +369,27 @@ def test_a_sync_fetch_whose_job_is_given_up_on_answers_409_and_writes_nothing(up
     answers = []
     fetch = threading.Thread(target=lambda: answers.append(sync_fetch()))
     fetch.start()
-    while not store.list_jobs():
+    while not any(job.status == JobStatus.RUNNING for job in store.list_jobs()):
         time.sleep(0.01)
     [job] = store.list_jobs()
     given_up = store.fail_job(job.job_id, "abandoned: given up by an operator")
     fetch.join()
     assert (answers[0]["statusCode"], body(answers[0])) == (409, given_up.as_json())
+    assert store.count_posts() == 0
+
+
+def test_a_sync_fetch_whose_job_is_given_up_on_before_it_starts_answers_409(upstream, store, monkeypatch):
+    start_job = type(store).start_job
+    given_up = []
+
+    def give_up_first(self, job_id, **kwargs):  # an operator fails the job between its claim and its start
+        given_up.append(self.fail_job(job_id, "abandoned: given up by an operator"))
+        return start_job(self, job_id, **kwargs)
+
+    monkeypatch.setattr(type(store), "start_job", give_up_first)
+    answer = sync_fetch()
+    assert (answer["statusCode"], body(answer)) == (409, given_up[0].as_json())
+    assert given_up[0].started_at is None
     assert store.count_posts() == 0
 
 

@@ -11,7 +11,7 @@ from typing import TypeGuard, cast
 
 from aggregator import jobs, upstream
 from aggregator.config import Settings
-from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job
+from aggregator.models import MAX_ID, ClaimOutcome, FetchMode, Job, JobStatus
 from aggregator.observability import logger
 from aggregator.scrub import scrub
 from aggregator.store import (
@@ -121,11 +121,11 @@ def run_job(
     whose job was given up on while it ran. The job's error is a short reason; the detail goes to the log.
     """
     lease = store.start_job(job_id, lease_seconds=lease_seconds)
-    if lease is None:
+    if lease is None:  # it finished first: it was given up on if it failed, since this run fetched nothing
         finished = store.get_job(job_id)
         if finished is None:
             raise UnknownJob(job_id)
-        return FetchResult(finished)
+        return FetchResult(finished, given_up=finished.status == JobStatus.FAILED)
     tally = Tally()
     try:
         pages = _valid_pages(settings, tally, budget, ProgressWriter(store, lease))
