@@ -3,6 +3,7 @@ changed, reads a page in one Query, takes the fetch lease by a conditional write
 by the job's lease, keeps a large post in parts, and, unlike SQLite, applies a merge in many writes, which a
 redelivered job completes."""
 
+import time
 from types import SimpleNamespace
 
 import boto3
@@ -13,7 +14,7 @@ from botocore.exceptions import EndpointConnectionError
 from aggregator import ingest
 from aggregator.config import load
 from aggregator.models import ClaimOutcome, FetchMode, JobStatus
-from aggregator.store import LeaseLost, StoreUnavailable
+from aggregator.store import LeaseLost, StoreTimeout, StoreUnavailable
 from aggregator.store.dynamodb import LEASE, DynamoDbStore
 from tests.helpers import LEASE_SECONDS, merge, queued_job, running_job
 from tests.unit.test_store import counts, incompressible_text, rows
@@ -164,6 +165,29 @@ def test_a_run_whose_lease_is_revoked_mid_merge_stops_before_its_next_batch(dyna
     assert len(sent) == 1  # the batch in flight, and no other
     assert sum(post.title.startswith("stale") for post in store.list_posts()) == 25
     assert store.get_job(lease.job.job_id).status == JobStatus.RUNNING
+
+
+def test_a_merge_past_the_deadline_stops_before_its_next_batch_and_a_later_fetch_completes_it(dynamo):
+    store, client = dynamo
+    merge(store, [rows(*range(1, 101))])
+    lease = running_job(store)
+    sent = []
+
+    def deadline_passes_after_the_first_batch(**_):
+        sent.append(1)
+        store.set_deadline(time.monotonic() - 1)
+
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", deadline_passes_after_the_first_batch)
+    with pytest.raises(StoreTimeout, match="ran past the invocation's time; the posts written so far stay"):
+        merge(store, [rows(*range(1, 101), title="late")], lease=lease)
+    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", deadline_passes_after_the_first_batch)
+    assert len(sent) == 1  # the batch in flight, and no other
+    assert sum(post.title.startswith("late") for post in store.list_posts()) == 25
+    assert store.fail_job(lease.job.job_id, "out of time", lease=lease).status == JobStatus.FAILED
+    store.set_deadline(None)
+    again = merge(store, [rows(*range(1, 101), title="late")])
+    assert counts(again) == (0, 75, 25, 0)
+    assert {post.title.split()[0] for post in store.list_posts()} == {"late"}
 
 
 def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dynamo, upstream):

@@ -70,7 +70,8 @@ class StoreError(BackendError):
 
 
 class StoreTimeout(StoreError):
-    """The store's work ran past the invocation's deadline and was stopped: nothing was written."""
+    """The store's work ran past the invocation's deadline and was stopped: with SQLite nothing was written;
+    with DynamoDB the batches written before it stay, as after any merge cut short."""
 
 
 class StoreUnavailable(StoreError, Unavailable):

@@ -53,6 +53,7 @@ from aggregator.store import (
     PostsPage,
     Progress,
     StoreError,
+    StoreTimeout,
     StoreUnavailable,
     UnknownJob,
     fill_page,
@@ -108,12 +109,15 @@ def dynamodb_client(endpoint_url: str | None) -> Any:
 class DynamoDbStore:
     def __init__(self, posts_table: str, jobs_table: str, client: Any):
         self._posts, self._jobs, self._db = posts_table, jobs_table, _StoreErrors(client)
+        self._deadline: float | None = None
 
     def close(self) -> None:
         self._db.close()
 
     def set_deadline(self, deadline: float | None) -> None:
-        """DynamoDB holds no lock to wait for: each request is bounded by the client's timeouts and retries."""
+        """DynamoDB holds no lock to wait for, and each request is bounded by the client's timeouts and
+        retries; a merge stops before its next batch once `deadline` (monotonic) has passed."""
+        self._deadline = deadline
 
     # Posts
 
@@ -160,7 +164,7 @@ class DynamoDbStore:
         if not complete and span is None:
             return 0, 0, 0, 0
         stored = self._query(self._all_posts() if complete else self._posts_between(*(span or (0, 0))))
-        writer = _BatchWriter(self._db, self._posts, guard=lambda: self._hold(lease))
+        writer = _BatchWriter(self._db, self._posts, guard=lambda: self._hold_in_time(lease))
         inserted = updated = deleted = 0
         for item, post in _side_by_side(staged.items(), stored):
             if item is None:
@@ -296,6 +300,15 @@ class DynamoDbStore:
         first = _first_part(stored["digest"]["S"])
         for number in range(int(stored["parts"]["N"])):
             writer.delete_at_finish({"bucket": _n(-post_id), "id": _n(first + number)})
+
+    def _hold_in_time(self, lease: Lease) -> None:
+        """StoreTimeout once the deadline has passed; then LeaseLost unless `lease` still holds."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise StoreTimeout(
+                "merging the fetch ran past the invocation's time; the posts written so far stay, the next fetch "
+                "writes the rest"
+            )
+        self._hold(lease)
 
     def _hold(self, lease: Lease) -> None:
         """LeaseLost unless `lease` is still its running job's."""
