@@ -6,6 +6,7 @@ import json
 import os
 import random
 import sqlite3
+import threading
 import time
 
 import boto3
@@ -453,6 +454,21 @@ def test_a_merge_still_running_at_the_deadline_is_stopped_and_writes_nothing(sql
     sqlite_db.set_deadline(None)
     assert sqlite_db.count_posts() == 200_000
     assert sqlite_db.fail_job(lease.job.job_id, "out of time", lease=lease).status == JobStatus.FAILED
+
+
+def test_a_merge_stopped_at_the_deadline_records_its_failure_though_a_reader_holds_the_file(sqlite_db, db_path):
+    fill_posts(db_path, 200_000)
+    lease = running_job(sqlite_db)
+    sqlite_db.set_deadline(time.monotonic() + 0.05)
+    with pytest.raises(StoreTimeout):
+        sqlite_db.merge_fetch(lease, [], lambda: fetch_end([]))
+    reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM posts").fetchone()  # a read in progress holds its lock a moment
+    threading.Timer(0.2, reader.execute, ("COMMIT",)).start()
+    failed = sqlite_db.fail_job(lease.job.job_id, "out of time", lease=lease)  # the deadline has passed
+    assert failed.status == JobStatus.FAILED
+    reader.close()
 
 
 def fill_posts(db_path: str, count: int) -> None:

@@ -111,6 +111,9 @@ JOB_COLUMNS = ", ".join(JOB_FIELDS)
 IN_PROGRESS = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
 BUSY_TIMEOUT_SECONDS = 30.0  # the longest wait for a lock, when the store is given no deadline
+# A job's failure is recorded even once the deadline has passed (a merge stopped there), waiting this long
+# for a lock a reader holds: within the WAIT_MARGIN_SECONDS an invocation keeps to answer.
+FAILURE_WAIT_SECONDS = 1.0
 DEADLINE_CHECK_STEPS = 10_000  # a merge checks its deadline once per this many SQLite instructions
 MARKER_SUFFIX = ".created"  # a file beside the database: a database was created here, so never recreate it
 HEADER = b"SQLite format 3\x00"  # how every SQLite database file begins
@@ -236,11 +239,12 @@ class SqliteStore:
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
-    def _wait_seconds(self) -> float:
-        """How long a statement may wait for a lock: until the deadline, at most BUSY_TIMEOUT_SECONDS."""
+    def _wait_seconds(self, at_least: float = 0.0) -> float:
+        """How long a statement may wait for a lock: until the deadline, at most BUSY_TIMEOUT_SECONDS, and
+        `at_least` however late it is."""
         if self._deadline is None:
             return BUSY_TIMEOUT_SECONDS
-        return max(0.0, min(BUSY_TIMEOUT_SECONDS, self._deadline - time.monotonic()))
+        return max(at_least, min(BUSY_TIMEOUT_SECONDS, self._deadline - time.monotonic()))
 
     # The file and the connection
 
@@ -287,14 +291,15 @@ class SqliteStore:
         finally:
             _rollback(db)
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, wait_at_least: float = 0.0) -> sqlite3.Connection:
         """The connection to the file that `path` names now, opened anew if the file was replaced, waiting
-        for a lock no longer than the deadline allows."""
+        for a lock no longer than the deadline allows (but `wait_at_least`)."""
         if self._identity is not None and self._file_changed():
             opened = self._open()  # StoreUnavailable if it is missing: the old connection stays for its return
             self._db.close()
             self._db, self._busy_ms = opened, None
-        busy_ms = int(self._wait_seconds() * 10) * 100  # to a tenth of a second: mostly unchanged, so not set
+        # to a tenth of a second: mostly unchanged, so not set
+        busy_ms = int(self._wait_seconds(wait_at_least) * 10) * 100
         if busy_ms != self._busy_ms:
             self._db.execute(f"PRAGMA busy_timeout = {busy_ms}")
             self._busy_ms = busy_ms
@@ -308,9 +313,9 @@ class SqliteStore:
         return (found.st_dev, found.st_ino) != self._identity
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, wait_at_least: float = 0.0) -> Iterator[sqlite3.Connection]:
         """A write transaction on the file `path` names; the database's errors as StoreError."""
-        db = self._connection()
+        db = self._connection(wait_at_least)
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -529,7 +534,7 @@ class SqliteStore:
     ) -> Job:
         token = lease.token if lease else None
         counts = (progress.fetched, progress.pages) if progress else (None, None)
-        with self._transaction() as db:
+        with self._transaction(FAILURE_WAIT_SECONDS) as db:
             db.execute(FAIL, (utc_now(), reason, *counts, job_id, *IN_PROGRESS, token, token))
         return self._job(job_id)
 
