@@ -190,6 +190,25 @@ def test_a_merge_past_the_deadline_stops_before_its_next_batch_and_a_later_fetch
     assert {post.title.split()[0] for post in store.list_posts()} == {"late"}
 
 
+def test_a_merge_past_the_deadline_stops_before_its_next_page_of_stored_posts_though_it_writes_nothing(dynamo):
+    store, client = dynamo
+    posts = [(i, 1, f"t {i}", "b" * 30_000) for i in range(1, 101)]  # 3 MB: several pages of a Query
+    merge(store, [posts])
+    lease = running_job(store)
+    read = []
+
+    def deadline_passes_at_the_first_page(**_):
+        read.append(1)
+        store.set_deadline(time.monotonic() - 1)
+
+    client.meta.events.register("before-call.dynamodb.Query", deadline_passes_at_the_first_page)
+    with pytest.raises(StoreTimeout, match="ran past the invocation's time"):
+        merge(store, [[*posts[:-1], (100, 1, "late", "b")]], lease=lease)  # one post changed, at the end
+    client.meta.events.unregister("before-call.dynamodb.Query", deadline_passes_at_the_first_page)
+    assert len(read) == 1
+    assert store.list_posts()[-1].title == "t 100"
+
+
 def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dynamo, upstream):
     store, client = dynamo
     settings = posts_settings(upstream)

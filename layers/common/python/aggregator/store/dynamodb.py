@@ -163,7 +163,8 @@ class DynamoDbStore:
         span = staged.id_range()
         if not complete and span is None:
             return 0, 0, 0, 0
-        stored = self._query(self._all_posts() if complete else self._posts_between(*(span or (0, 0))))
+        query = self._all_posts() if complete else self._posts_between(*(span or (0, 0)))
+        stored = self._query(query, before_each_page=self._stop_at_deadline)
         writer = _BatchWriter(self._db, self._posts, guard=lambda: self._hold_in_time(lease))
         inserted = updated = deleted = 0
         for item, post in _side_by_side(staged.items(), stored):
@@ -232,10 +233,13 @@ class DynamoDbStore:
             "ConsistentRead": True,
         }
 
-    def _query(self, query: dict[str, Any], wanted: int | None = None) -> Iterator[Item]:
+    def _query(
+        self, query: dict[str, Any], wanted: int | None = None, before_each_page: Callable[[], None] = lambda: None
+    ) -> Iterator[Item]:
         """The items a Query finds, page after page as they are used, and no more than `wanted` in all."""
         found = 0
         while True:
+            before_each_page()
             if wanted is not None:
                 query["Limit"] = wanted - found
             answer = self._db.query(**query)
@@ -303,12 +307,15 @@ class DynamoDbStore:
 
     def _hold_in_time(self, lease: Lease) -> None:
         """StoreTimeout once the deadline has passed; then LeaseLost unless `lease` still holds."""
+        self._stop_at_deadline()
+        self._hold(lease)
+
+    def _stop_at_deadline(self) -> None:
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise StoreTimeout(
                 "merging the fetch ran past the invocation's time; the posts written so far stay, the next fetch "
                 "writes the rest"
             )
-        self._hold(lease)
 
     def _hold(self, lease: Lease) -> None:
         """LeaseLost unless `lease` is still its running job's."""
