@@ -469,6 +469,7 @@ def test_a_merge_stopped_at_the_deadline_records_its_failure_though_a_reader_hol
     failed = sqlite_db.fail_job(lease.job.job_id, "out of time", lease=lease)  # the deadline has passed
     assert failed.status == JobStatus.FAILED
     reader.close()
+    assert len(sqlite_db.list_posts(limit=50_000)) == 50_000  # a long read after it is not interrupted
 
 
 def fill_posts(db_path: str, count: int) -> None:
