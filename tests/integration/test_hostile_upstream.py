@@ -159,6 +159,27 @@ def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_f
     assert open_store(settings()).count_posts() == 1_000_000
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["before the last delivery", "on the last delivery"])
+def test_a_worker_merge_that_would_run_past_the_function_timeout_writes_nothing_and_is_delivered_again(
+    store, monkeypatch, last
+):
+    """As above, through the worker: the message goes back to the queue; the job stays running for the next
+    delivery, or ends failed on the last one. Nothing is written either way."""
+    fill_posts(settings().db_path, 1_000_000)
+    monkeypatch.setattr(ingest, "FINISH_MARGIN_SECONDS", WAIT_MARGIN_SECONDS + 0.2)
+    seconds = WAIT_MARGIN_SECONDS + 0.5
+    job = queued_job(store, FetchMode.TASK)
+    delivery = record(job.job_id, receive_count=settings().max_receive_count if last else 1)
+    with HostileUpstream(send(http_response(body=b"[]"))) as empty:
+        monkeypatch.setenv("UPSTREAM_URL", empty.url)
+        reset_settings()
+        assert failures(invoke("WorkerFunction", sqs_event(delivery), timeout=seconds)) == [delivery["messageId"]]
+    ended = open_store(settings()).get_job(job.job_id)  # reset_settings closed the fixture's store
+    assert ended.status == (JobStatus.FAILED if last else JobStatus.RUNNING)
+    assert last == ("ran past the invocation's time" in (ended.error or ""))
+    assert open_store(settings()).count_posts() == 1_000_000
+
+
 def test_a_post_listed_twice_is_stored_once_as_its_last_record_says_and_counted_once(store, monkeypatch):
     twice = [
         {"userId": 1, "id": 1, "title": "first", "body": "b"},
