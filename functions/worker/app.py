@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from aggregator import ingest, jobs, queue
 from aggregator.config import settings
 from aggregator.metrics import metrics, record_fetch
-from aggregator.models import JobStatus
+from aggregator.models import Job, JobStatus
 from aggregator.observability import logger
 from aggregator.scrub import scrub
 from aggregator.store import StoreError, open_store
@@ -50,8 +50,7 @@ def _run(record: SQSRecord, lambda_context: LambdaContext) -> None:
     if job is None:
         raise JobFailed(f"no job {job_id}")
     if job.status.finished:
-        logger.info("job already finished; message ignored", extra={"status": job.status.value})
-        return
+        return _ignore(job)
     attempt = int(record.attributes.approximate_receive_count)
     last = attempt >= config.max_receive_count
     logger.info("job running", extra={"attempt": attempt, "last_attempt": last})
@@ -59,6 +58,8 @@ def _run(record: SQSRecord, lambda_context: LambdaContext) -> None:
     lease = jobs.queued_lease(config, deliveries_left=jobs.deliveries_left(config, attempt))
     result = ingest.run_job(store, config, job_id, budget=budget, lease_seconds=lease, last_attempt=last)
     job = result.job
+    if result.already_finished:  # another delivery ended it meanwhile, and recorded it
+        return _ignore(job)
     if result.given_up:
         logger.warning("job was given up on while it ran; its fetch was discarded", extra={"job": job.as_json()})
         return
@@ -66,6 +67,10 @@ def _run(record: SQSRecord, lambda_context: LambdaContext) -> None:
     record_fetch(job)
     if job.status != JobStatus.SUCCEEDED:
         raise JobFailed(job.error or "the job failed")
+
+
+def _ignore(job: Job) -> None:
+    logger.info("job already finished; message ignored", extra={"status": job.status.value})
 
 
 @logger.inject_lambda_context

@@ -11,7 +11,8 @@ import pytest
 from aggregator import queue
 from aggregator.config import settings
 from aggregator.models import FetchMode, JobStatus
-from tests.helpers import LEASE_SECONDS, invoke, load_event, queued_job
+from tests.helpers import LEASE_SECONDS, invoke, load_event, merge, queued_job
+from tests.unit.test_store import rows
 
 pytestmark = pytest.mark.usefixtures("backend")
 UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
@@ -148,6 +149,31 @@ def test_a_delivery_whose_job_is_given_up_on_while_it_runs_writes_nothing_and_is
     assert failures(answers[0]) == []
     assert store.get_job(job.job_id) == given_up
     assert store.count_posts() == 0
+
+
+@pytest.mark.parametrize("ends", ["succeeded", "failed"])
+def test_a_delivery_whose_job_another_delivery_ends_before_it_starts_ignores_its_message(
+    upstream, store, log_lines, monkeypatch, ends
+):
+    job = queued_job(store, FetchMode.TASK)
+    start_job = type(store).start_job
+    ended = []
+
+    def another_delivery_first(self, job_id, **kwargs):  # a duplicate delivery runs the job to its end meanwhile
+        lease = start_job(self, job_id, **kwargs)
+        if ends == "succeeded":
+            ended.append(merge(self, [rows(1)], lease=lease))
+        else:
+            ended.append(self.fail_job(job_id, "upstream answered 500", lease=lease))
+        return start_job(self, job_id, **kwargs)
+
+    monkeypatch.setattr(type(store), "start_job", another_delivery_first)
+    assert failures(invoke("WorkerFunction", sqs_event(record(job.job_id)))) == []
+    assert store.get_job(job.job_id) == ended[0]
+    assert upstream.requests == 0
+    lines = log_lines()
+    assert [line["message"] for line in lines if "message" in line][-1] == "job already finished; message ignored"
+    assert not [line for line in lines if "_aws" in line]  # the delivery that ran it recorded its metrics
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ class FetchResult:
     outcome: ClaimOutcome = ClaimOutcome.STARTED
     timed_out: bool = False
     given_up: bool = False  # the job was given up on before its fetch ended: nothing of it was written
+    already_finished: bool = False  # it finished before this run could start it: this run did nothing
     store_failed: bool = False  # the store, not the upstream, failed the fetch
 
 
@@ -125,7 +126,7 @@ def run_job(
         finished = store.get_job(job_id)
         if finished is None:
             raise UnknownJob(job_id)
-        return FetchResult(finished, given_up=finished.status == JobStatus.FAILED)
+        return FetchResult(finished, given_up=finished.status == JobStatus.FAILED, already_finished=True)
     tally = Tally()
     try:
         pages = _valid_pages(settings, tally, budget, ProgressWriter(store, lease))
