@@ -586,3 +586,15 @@ def test_a_post_larger_than_any_item_is_stored_and_read_back_exactly(db):
 def test_jobs_are_listed_oldest_first(db):
     made = [queued_job(db, mode).job_id for mode in (FetchMode.TASK, FetchMode.SYNC, FetchMode.SCHEDULED)]
     assert [job.job_id for job in db.list_jobs()] == made
+
+
+def test_a_merge_whose_connection_is_closed_meanwhile_fails_with_the_databases_reason(sqlite_db):
+    lease = running_job(sqlite_db)
+
+    def pages():
+        yield rows(1)
+        sqlite_db.close()  # as when its file is found replaced, and the store opens the new one
+        yield rows(2)
+
+    with pytest.raises(StoreError, match="closed database"):
+        sqlite_db.merge_fetch(lease, pages(), lambda: fetch_end([rows(1), rows(2)]))

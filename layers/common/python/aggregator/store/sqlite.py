@@ -410,8 +410,9 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            db.set_progress_handler(None, 0)
-            _rollback(db)
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed: its file was replaced meanwhile
+                db.set_progress_handler(None, 0)
+                _rollback(db)
             with contextlib.suppress(sqlite3.Error):
                 db.executescript("DELETE FROM temp.incoming; DELETE FROM temp.kept;")
         return self._job(lease.job.job_id)
