@@ -124,13 +124,17 @@ def wait_for(moment, path, journal, last_page_served):
     """Wait for a moment of the merge, seen from outside: its rollback journal, then its writes to the file,
     or its job recorded succeeded (the journal of a commit may come and go between two looks)."""
     wait_until(last_page_served)
+
+    def committed():  # the refetch's job recorded succeeded, beside the first fetch's
+        return succeeded_jobs(path) == 2
+
     if moment == "committed":
-        wait_until(lambda: succeeded_jobs(path) == 2)
+        wait_until(committed)
         return
-    wait_until(lambda: journal.exists() or succeeded_jobs(path) == 2)
+    wait_until(lambda: journal.exists() or committed())
     if moment == "writing":
         unwritten = path.stat().st_mtime_ns
-        wait_until(lambda: path.stat().st_mtime_ns != unwritten or succeeded_jobs(path) == 2)
+        wait_until(lambda: path.stat().st_mtime_ns != unwritten or committed())
 
 
 def succeeded_jobs(path):

@@ -47,6 +47,20 @@ PAGE_BUDGET_BYTES = (
 router = api.router()
 
 
+def _page_answer(description: str, remaining: str, path: str, model: Any, example: Any) -> OpenAPIResponse:
+    """A 200 whose body is a page of `model`, with the `Link` to the next page of `path` while `remaining`."""
+    return OpenAPIResponse(
+        description=description,
+        headers={
+            "Link": header(
+                f'The next page, while {remaining}: `<path?query>; rel="next"`',
+                {"type": "string", "pattern": rf'^<[^<>]*{path}\?[^<>]*>; rel="next"$'},
+            )
+        },
+        content={"application/json": {"model": model, "examples": {"page": {"value": example}}}},
+    )
+
+
 @router.get(
     "/data",
     summary="List stored posts, ordered by id, a page at a time",
@@ -58,16 +72,7 @@ router = api.router()
     ),
     tags=[POSTS_TAG],
     responses={
-        200: OpenAPIResponse(
-            description="A page of posts",
-            headers={
-                "Link": header(
-                    'The next page, while more posts remain: `<path?query>; rel="next"`',
-                    {"type": "string", "pattern": r'^<[^<>]*/data\?[^<>]*>; rel="next"$'},
-                )
-            },
-            content={"application/json": {"model": list[Post], "examples": {"page": {"value": PAGE_EXAMPLE}}}},
-        ),
+        200: _page_answer("A page of posts", "more posts remain", "/data", list[Post], PAGE_EXAMPLE),
         **error_responses(INVALID_USER_ID),
     },
 )
@@ -115,15 +120,8 @@ def job_status(
     ),
     tags=[JOBS_TAG],
     responses={
-        200: OpenAPIResponse(
-            description="A page of jobs, newest first",
-            headers={
-                "Link": header(
-                    'The next page, while older jobs remain: `<path?query>; rel="next"`',
-                    {"type": "string", "pattern": r'^<[^<>]*/fetch/jobs\?[^<>]*>; rel="next"$'},
-                )
-            },
-            content={"application/json": {"model": list[Job], "examples": {"page": {"value": HISTORY_EXAMPLE}}}},
+        200: _page_answer(
+            "A page of jobs, newest first", "older jobs remain", "/fetch/jobs", list[Job], HISTORY_EXAMPLE
         ),
         404: error_response("No job has the id `before`", UNKNOWN_JOB_EXAMPLE),
         **error_responses(INVALID_LIMIT),
