@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import sqlite3
 from types import SimpleNamespace
+from unittest import mock
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.kms import models as moto_kms
 
 from aggregator import config
 from aggregator.observability import logger
 from aggregator.store import open_store
-from aggregator.store.dynamodb import DynamoDbStore
+from aggregator.store.dynamodb import DynamoDbStore, dynamodb_client
 from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
 from local.sample_upstream import SampleUpstream
@@ -53,8 +56,17 @@ def upstream(monkeypatch):
 
 @pytest.fixture
 def aws():
-    """moto's AWS, in this process, for the test."""
-    with mock_aws():
+    """moto's AWS, in this process, for the test; a new, empty cloud each time. boto3's default session is
+    kept from test to test (the credentials and region are the same), as its loader costs 0.1 s a test."""
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_rsa_key_for_moto_kms():
+    """moto makes an RSA key for the KMS key that encrypts a table (the template's SSESpecification): 50 ms
+    a test. The tests never use the key; every such KMS key gets the same one."""
+    with mock.patch.object(moto_kms, "generate_private_key", functools.cache(moto_kms.generate_private_key)):
         yield
 
 
@@ -145,8 +157,7 @@ def open_db(backend, db_path):
             opened.append(SqliteStore(db_path, max_mb=0))
         else:
             settings = config.settings()
-            client = boto3.session.Session().client("dynamodb")
-            opened.append(DynamoDbStore(settings.posts_table, settings.jobs_table, client))
+            opened.append(DynamoDbStore(settings.posts_table, settings.jobs_table, dynamodb_client(None)))
         return opened[-1]
 
     yield open_one
@@ -159,4 +170,4 @@ def _open_db(backend: str, db_path: str):
     if backend == "sqlite":
         return SqliteStore(db_path)
     settings = config.settings()
-    return DynamoDbStore(settings.posts_table, settings.jobs_table, boto3.client("dynamodb"))
+    return DynamoDbStore(settings.posts_table, settings.jobs_table, dynamodb_client(None))
