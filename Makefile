@@ -24,7 +24,7 @@ invoke: install
 
 # The suite runs in 4 processes: most of its time is spent waiting on sockets and subprocesses.
 test: install tools lint validate security build
-	$(BIN)/pytest -n 4
+	$(BIN)/pytest -n 4 --dist loadgroup
 
 unit: install
 	$(BIN)/pytest -n 4 tests/unit tests/integration

@@ -1,4 +1,5 @@
-"""Fixtures only; the helpers they and the tests share are in tests/helpers.py."""
+"""Fixtures, and the hook that keeps tests sharing a stack together; the helpers they and the tests share are in
+tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
 from local.sample_upstream import SampleUpstream
 from tests.helpers import BACKENDS, TEMPLATE, create_template_tables, reset_settings, template_refs
+
+SHARED = {"stack", "keyed_stack", "keyed", "probes", "deployed"}  # module-scoped: a local stack, a stack in moto
+SHARED_PARAMETERS = ("store_backend", "deployed")  # the parameters that make another instance of one
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Keep the tests that share a module's stack on one worker (`--dist loadgroup`): each stack then starts
+    once a module and parameter, not once on every worker that runs one of its tests."""
+    for item in items:
+        if SHARED & set(item.fixturenames):
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            instance = [str(params[name]) for name in SHARED_PARAMETERS if name in params]
+            item.add_marker(pytest.mark.xdist_group("-".join([item.path.stem, *instance])))
 
 
 @pytest.fixture(autouse=True)
