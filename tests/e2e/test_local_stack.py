@@ -169,15 +169,7 @@ def test_the_schedule_fires_the_scheduled_function(start_stack, fake_upstream):
     stack.wait_for_output(f"SchedulerFunction fired: job {scheduled[0].job_id} started; next at ")
 
 
-def test_ctrl_c_stops_every_part(start_stack, fake_upstream):
-    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
-    assert stack.stop() == 0, stack.output
-    assert stack.output.rstrip().endswith("stopped.")
-    with pytest.raises(OSError):
-        stack.request("GET", "/data")
-
-
-def test_one_ctrl_c_lets_a_request_in_flight_finish(start_stack, fake_upstream):
+def test_one_ctrl_c_lets_a_request_in_flight_finish_then_stops_every_part(start_stack, fake_upstream):
     stack = start_stack(UPSTREAM_URL=fake_upstream.url)
     fake_upstream.then_respond(200, fake_upstream.posts, delay=2)
     asked = fake_upstream.requests
@@ -189,6 +181,9 @@ def test_one_ctrl_c_lets_a_request_in_flight_finish(start_stack, fake_upstream):
     fetch.join()
     assert answers[0][0] == 200 and answers[0][1]["status"] == "succeeded"
     assert "letting 1 invocation(s) finish" in stack.output
+    assert stack.output.rstrip().endswith("stopped.")
+    with pytest.raises(OSError):
+        stack.request("GET", "/data")
 
 
 def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(start_stack, fake_upstream, store_backend):
@@ -273,40 +268,29 @@ def test_a_moto_port_in_use_is_reported_at_once(tmp_path):
     assert f"MOTO_PORT {port} cannot be used" in result.stderr
 
 
-def test_one_database_serves_one_stack_or_invoke_at_a_time(start_stack, fake_upstream, tmp_path):
-    start_stack(UPSTREAM_URL=fake_upstream.url)  # on tmp_path / "aggregator.db"
-    in_use = f"{tmp_path / 'aggregator.db'} is in use by another local stack or invoke"
-    second = run_to_exit({"DB_PATH": str(tmp_path / "aggregator.db")})
+def test_one_database_serves_one_stack_or_invoke_at_a_time(stack):
+    db_path = stack.env["DB_PATH"]
+    in_use = f"{db_path} is in use by another local stack or invoke"
+    second = run_to_exit({"DB_PATH": db_path})
     assert second.returncode == 1 and in_use in second.stderr
-    one_off = run_to_exit(
-        {"DB_PATH": str(tmp_path / "aggregator.db")}, "invoke", "SchedulerFunction", "-e", "events/schedule.json"
-    )
+    one_off = run_to_exit({"DB_PATH": db_path}, "invoke", "SchedulerFunction", "-e", "events/schedule.json")
     assert one_off.returncode == 1 and in_use in one_off.stderr
 
 
-def test_a_port_in_use_is_reported(start_stack, fake_upstream, tmp_path):
-    running = start_stack(UPSTREAM_URL=fake_upstream.url)
-    port = running.url.rsplit(":", 1)[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "local"],
-        cwd=ROOT,
-        env={**user_environment(), "PORT": port, "DB_PATH": str(tmp_path / "other.db")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_a_port_in_use_is_reported(stack, tmp_path):
+    port = stack.url.rsplit(":", 1)[1]
+    result = run_to_exit({"PORT": port, "DB_PATH": str(tmp_path / "other.db")})
     assert result.returncode == 1
     assert f"PORT {port} cannot be used: Address already in use; set another, such as PORT=" in result.stderr
 
 
-def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(start_stack, fake_upstream):
-    stack = start_stack(UPSTREAM_URL=fake_upstream.url, API_KEY="s3cret-key")
+def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(keyed_stack):
     for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": "s3cret-ke"}, {"Authorization": "s3cret-key"}):
-        status, _, body = stack.request("POST", "/fetch?mode=sync", headers)
+        status, _, body = keyed_stack.request("POST", "/fetch?mode=sync", headers)
         assert (status, json.loads(body)) == (403, {"message": "Forbidden"})
-    assert stack.request("POST", "/fetch?mode=sync", {"X-Api-Key": "s3cret-key"})[0] == 200
-    assert stack.json("GET", "/data")[0] == 200
-    assert stack.request("PUT", "/fetch")[0] == 405
+    assert keyed_stack.request("POST", "/fetch?mode=sync", {"X-Api-Key": "s3cret-key"})[0] == 200
+    assert keyed_stack.json("GET", "/data")[0] == 200
+    assert keyed_stack.request("PUT", "/fetch")[0] == 405
 
 
 SPELLINGS_OF_FETCH = [
@@ -327,11 +311,11 @@ SPELLINGS_OF_FETCH = [
 
 @pytest.mark.parametrize("spelling", SPELLINGS_OF_FETCH)
 def test_no_spelling_of_the_fetch_path_skips_the_api_key(keyed_stack, fake_upstream, spelling):
-    asked = fake_upstream.requests
+    asked, jobs = fake_upstream.requests, keyed_stack.json("GET", "/fetch/jobs")[1]
     status, _, body = keyed_stack.request("POST", spelling)
     assert status in (403, 404, 405), (status, body)
     assert fake_upstream.requests == asked  # nothing was fetched
-    assert keyed_stack.json("GET", "/data")[1] == []  # nothing was stored
+    assert keyed_stack.json("GET", "/fetch/jobs")[1] == jobs  # no job was started
 
 
 def test_a_job_id_with_a_trailing_newline_is_not_that_job(stack):
