@@ -158,10 +158,9 @@ def test_a_database_file_overwritten_or_emptied_under_the_stack_is_refused_in_th
     assert "Traceback" not in stack.output
 
 
-def test_a_read_waits_while_a_merge_commits_then_answers(start_stack, fake_upstream, tmp_path):
-    stack = start_stack(UPSTREAM_URL=fake_upstream.url)
+def test_a_read_waits_while_a_merge_commits_then_answers(stack):
     assert stack.json("POST", "/fetch?mode=sync")[0] == 200
-    committing = sqlite3.connect(tmp_path / "aggregator.db", isolation_level=None)
+    committing = sqlite3.connect(stack.env["DB_PATH"], isolation_level=None)
     committing.execute("BEGIN EXCLUSIVE")  # the lock a merge holds while it commits, held longer
     answers = []
     read = threading.Thread(target=lambda: answers.append(stack.json("GET", "/data?limit=1")))
@@ -169,6 +168,7 @@ def test_a_read_waits_while_a_merge_commits_then_answers(start_stack, fake_upstr
     read.join(1.0)
     assert read.is_alive()  # it waits for the commit...
     committing.execute("COMMIT")
+    committing.close()
     read.join(10)
     [(status, posts)] = answers  # ...then answers with the data
     assert (status, [post["id"] for post in posts]) == (200, [1])
