@@ -13,7 +13,6 @@ from unittest import mock
 
 import boto3
 import pytest
-from moto import mock_aws
 from moto.kms import models as moto_kms
 
 from aggregator import config
@@ -23,7 +22,7 @@ from aggregator.store.dynamodb import DynamoDbStore, dynamodb_client
 from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
 from local.sample_upstream import SampleUpstream
-from tests.helpers import BACKENDS, TEMPLATE, create_template_tables, reset_settings, template_refs
+from tests.helpers import BACKENDS, TEMPLATE, create_template_tables, moto_cloud, reset_settings, template_refs
 
 SHARED = {"stack", "keyed_stack", "keyed", "probes", "deployed"}  # module-scoped: a local stack, a stack in moto
 SHARED_PARAMETERS = ("store_backend", "deployed")  # the parameters that make another instance of one
@@ -71,9 +70,8 @@ def upstream(monkeypatch):
 
 @pytest.fixture
 def aws():
-    """moto's AWS, in this process, for the test; a new, empty cloud each time. boto3's default session is
-    kept from test to test (the credentials and region are the same), as its loader costs 0.1 s a test."""
-    with mock_aws(config={"core": {"reset_boto3_session": False}}):
+    """moto's AWS, in this process, for the test."""
+    with moto_cloud():
         yield
 
 

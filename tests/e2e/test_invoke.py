@@ -11,13 +11,12 @@ import sys
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from local.cloud import create_queues
 from local.console import Console
 from local.sandbox import CLIENTS
 from local.stack import LocalStack, Options
-from tests.helpers import EVENTS, TEMPLATE, invoke, reset_settings, template_refs
+from tests.helpers import EVENTS, TEMPLATE, invoke, moto_cloud, reset_settings, template_refs
 from tests.running_stack import ROOT, user_environment
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +52,7 @@ def through_the_runtime(client: str, upstream_url: str, db_path: str) -> list[ob
 
 
 def in_process(monkeypatch) -> list[object]:
-    with mock_aws():
+    with moto_cloud():
         queues = create_queues(boto3.client("sqs"), TEMPLATE, template_refs())
         monkeypatch.setenv("QUEUE_URL", queues["FetchQueue"]["url"])
         reset_settings()

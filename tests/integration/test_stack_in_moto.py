@@ -19,14 +19,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 from moto.apigateway import models as moto_apigateway
 
 from aggregator import config, queue
 from aggregator.models import FetchMode, JobStatus
 from aggregator.store import open_store
 from tests.cloudformation import ARTIFACTS, PARAMETER_SETS, STACK_NAME, Stack, code_key, translate
-from tests.helpers import merge, reset_settings
+from tests.helpers import merge, moto_cloud, reset_settings
 
 JOB_ID = "0b7e1c2a-4f6d-4c1e-9a57-3d2f8e6b9c10"
 
@@ -109,7 +108,7 @@ class Deployed:
 
 @pytest.fixture(scope="module", params=list(PARAMETER_SETS))
 def deployed(request):
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
+    with pytest.MonkeyPatch.context() as patch, moto_cloud():
         for name, value in {
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "t",
