@@ -7,12 +7,14 @@ One Ctrl-C lets invocations in flight finish, then stops; a second stops at once
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from local import template as tpl
 from local.invoke import invoke
@@ -95,8 +97,14 @@ def _shared() -> argparse.ArgumentParser:
     return shared
 
 
+def _exit(code: int) -> NoReturn:
+    """Exit once every part has stopped, skipping the interpreter's teardown of moto's modules (a quarter
+    second at each stop and invoke); what was printed is flushed first, to a stream still open."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # closed, or no stream at all
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # every part has stopped: skip the interpreter's teardown of moto's modules (a quarter second)
+    _exit(main())

@@ -31,12 +31,13 @@ SHARED_PARAMETERS = ("store_backend", "deployed")  # the parameters that make an
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     """Keep the tests that share a module's stack on one worker (`--dist loadgroup`): each stack then starts
-    once a module and parameter, not once on every worker that runs one of its tests."""
+    once a module and parameter, not on every worker that runs one of its tests."""
     for item in items:
-        if SHARED & set(item.fixturenames):
+        fixtures = item._fixtureinfo.name2fixturedefs  # the only way to a fixture's scope
+        if any(fixtures[name][-1].scope == "module" for name in SHARED & fixtures.keys()):
             params = item.callspec.params if hasattr(item, "callspec") else {}
             instance = [str(params[name]) for name in SHARED_PARAMETERS if name in params]
-            item.add_marker(pytest.mark.xdist_group("-".join([item.path.stem, *instance])))
+            item.add_marker(pytest.mark.xdist_group("-".join([item.nodeid.split("::")[0], *instance])))
 
 
 @pytest.fixture(autouse=True)

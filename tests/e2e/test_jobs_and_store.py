@@ -164,11 +164,13 @@ def test_a_read_waits_while_a_merge_commits_then_answers(stack):
     committing.execute("BEGIN EXCLUSIVE")  # the lock a merge holds while it commits, held longer
     answers = []
     read = threading.Thread(target=lambda: answers.append(stack.json("GET", "/data?limit=1")))
-    read.start()
-    read.join(1.0)
-    assert read.is_alive()  # it waits for the commit...
-    committing.execute("COMMIT")
-    committing.close()
+    try:
+        read.start()
+        read.join(1.0)
+        assert read.is_alive()  # it waits for the commit...
+    finally:
+        committing.execute("COMMIT")  # the stack is the module's: the lock never outlives the test
+        committing.close()
     read.join(10)
     [(status, posts)] = answers  # ...then answers with the data
     assert (status, [post["id"] for post in posts]) == (200, [1])

@@ -98,7 +98,9 @@ def dynamodb_client(endpoint_url: str | None) -> Any:
 
     Made with botocore, which boto3 wraps: a cold start spends about a third less importing it and making
     the client. Only this backend imports it. Every client comes from one session, whose loader reads
-    the service's model once a process: a second store costs milliseconds, not a tenth of a second."""
+    the service's model once a process: a second store costs milliseconds, not a tenth of a second. The
+    session resolves credentials once, as a Lambda sandbox's stay the same for its life; the region and
+    the endpoint are read for each client."""
     from botocore.config import Config  # type: ignore[import-untyped]
 
     config = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 8})
