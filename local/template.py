@@ -107,7 +107,12 @@ class _Conditions(dict[str, bool]):
 def load(path: Path = TEMPLATE, root: Path | None = None) -> Template:
     """The template at `path`; code and layer folders are relative to `root` (the template's folder)."""
     root = (root or path.parent).resolve()
-    raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a safe loader's subclass
+    try:
+        raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - a safe loader's subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not a template: its top level is not a mapping")
     resources = raw.get("Resources", {})
     defaults = raw.get("Globals", {}).get("Function", {})
     layers = {

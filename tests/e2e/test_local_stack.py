@@ -247,6 +247,23 @@ def test_an_upstream_url_holding_a_space_stops_the_stack_without_showing_its_sec
     assert "secret" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("Resources: [unclosed\n", "is not valid YAML: while parsing"),
+        ("- a list\n", "is not a template: its top level is not a mapping"),
+    ],
+)
+def test_a_template_that_is_not_one_stops_the_stack_and_an_invoke_with_a_message(tmp_path, text, says):
+    template = tmp_path / "template.yaml"
+    template.write_text(text)
+    for args in (("--template", str(template)), ("invoke", "ReadApiFunction", "-e", "events/get_data.json",
+                                                 "--template", str(template))):  # fmt: skip
+        result = run_to_exit({"DB_PATH": str(tmp_path / "x.db")}, *args)
+        assert result.returncode == 1 and f"local stack failed to start: {template} {says}" in result.stderr, args
+        assert "Traceback" not in result.stderr
+
+
 def run_to_exit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "local", *args],
