@@ -3,6 +3,7 @@ changed, reads a page in one Query, takes the fetch lease by a conditional write
 by the job's lease, keeps a large post in parts, and, unlike SQLite, applies a merge in many writes, which a
 redelivered job completes."""
 
+import contextlib
 import time
 from types import SimpleNamespace
 
@@ -67,6 +68,27 @@ def fail_after(batches: int):
     return fail
 
 
+@contextlib.contextmanager
+def hooked(client, operation: str, hook):
+    """`hook` runs before each `operation` request the client sends, until the block ends."""
+    event = f"before-call.dynamodb.{operation}"
+    client.meta.events.register(event, hook)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister(event, hook)
+
+
+def deadline_passes(store, seen: list[int]):
+    """A hook after which `store`'s invocation has run out of time; `seen` counts the requests it saw."""
+
+    def passes(**_):
+        seen.append(1)
+        store.set_deadline(time.monotonic() - 1)
+
+    return passes
+
+
 def posts_settings(upstream):
     return load({"UPSTREAM_URL": upstream.url, "UPSTREAM_ATTEMPTS": "1"})
 
@@ -88,11 +110,8 @@ def test_a_fetch_equal_to_the_last_merged_one_reads_no_post_and_writes_none(dyna
 def test_after_a_merge_cut_short_even_the_fetch_before_it_is_compared_post_by_post(dynamo):
     store, client = dynamo
     merge(store, [rows(*range(1, 101))])
-    fault = fail_after(1)
-    client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
-    with pytest.raises(ConnectionError):
+    with hooked(client, "BatchWriteItem", fail_after(1)), pytest.raises(ConnectionError):
         merge(store, [rows(*range(1, 101), title="v2")])
-    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
     job = merge(store, [rows(*range(1, 101))])  # the data the table held before the cut-short merge
     assert counts(job) == (0, 25, 75, 0)
     assert {post.title.split()[0] for post in store.list_posts()} == {"t"}
@@ -171,16 +190,12 @@ def test_a_merge_past_the_deadline_stops_before_its_next_batch_and_a_later_fetch
     store, client = dynamo
     merge(store, [rows(*range(1, 101))])
     lease = running_job(store)
-    sent = []
-
-    def deadline_passes_after_the_first_batch(**_):
-        sent.append(1)
-        store.set_deadline(time.monotonic() - 1)
-
-    client.meta.events.register("before-call.dynamodb.BatchWriteItem", deadline_passes_after_the_first_batch)
-    with pytest.raises(StoreTimeout, match="ran past the invocation's time; the posts written so far stay"):
+    sent: list[int] = []
+    with (
+        hooked(client, "BatchWriteItem", deadline_passes(store, sent)),
+        pytest.raises(StoreTimeout, match="ran past the invocation's time; the posts written so far stay"),
+    ):
         merge(store, [rows(*range(1, 101), title="late")], lease=lease)
-    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", deadline_passes_after_the_first_batch)
     assert len(sent) == 1  # the batch in flight, and no other
     assert sum(post.title.startswith("late") for post in store.list_posts()) == 25
     assert store.fail_job(lease.job.job_id, "out of time", lease=lease).status == JobStatus.FAILED
@@ -195,16 +210,12 @@ def test_a_merge_past_the_deadline_stops_before_its_next_page_of_stored_posts_th
     posts = [(i, 1, f"t {i}", "b" * 30_000) for i in range(1, 101)]  # 3 MB: several pages of a Query
     merge(store, [posts])
     lease = running_job(store)
-    read = []
-
-    def deadline_passes_at_the_first_page(**_):
-        read.append(1)
-        store.set_deadline(time.monotonic() - 1)
-
-    client.meta.events.register("before-call.dynamodb.Query", deadline_passes_at_the_first_page)
-    with pytest.raises(StoreTimeout, match="ran past the invocation's time"):
+    read: list[int] = []
+    with (
+        hooked(client, "Query", deadline_passes(store, read)),
+        pytest.raises(StoreTimeout, match="ran past the invocation's time"),
+    ):
         merge(store, [[*posts[:-1], (100, 1, "late", "b")]], lease=lease)  # one post changed, at the end
-    client.meta.events.unregister("before-call.dynamodb.Query", deadline_passes_at_the_first_page)
     assert len(read) == 1
     assert store.list_posts()[-1].title == "t 100"
 
@@ -216,13 +227,10 @@ def test_a_merge_cut_short_shows_in_part_and_the_next_delivery_completes_it(dyna
     for post in upstream.posts:
         post["title"] = "v2"
     job = queued_job(store)
-    fault = fail_after(2)
-    client.meta.events.register("before-call.dynamodb.BatchWriteItem", fault)
-    with pytest.raises(ingest.RetryLater):
+    with hooked(client, "BatchWriteItem", fail_after(2)), pytest.raises(ingest.RetryLater):
         ingest.run_job(store, settings, job.job_id, budget=30, lease_seconds=LEASE_SECONDS, last_attempt=False)
     titles = [post.title for post in store.list_posts()]
     assert titles == ["v2"] * 50 + [f"post {i} title" for i in range(51, 101)]  # readers see it partly applied
-    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", fault)
     again = ingest.run_job(store, settings, job.job_id, budget=30, lease_seconds=LEASE_SECONDS, last_attempt=False)
     assert (again.job.status, counts(again.job)) == (JobStatus.SUCCEEDED, (0, 50, 50, 0))
     assert {post.title for post in store.list_posts()} == {"v2"}
