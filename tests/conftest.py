@@ -167,11 +167,7 @@ def open_db(backend, db_path):
     opened = []
 
     def open_one():
-        if backend == "sqlite":
-            opened.append(SqliteStore(db_path, max_mb=0))
-        else:
-            settings = config.settings()
-            opened.append(DynamoDbStore(settings.posts_table, settings.jobs_table, dynamodb_client(None)))
+        opened.append(_open_db(backend, db_path))
         return opened[-1]
 
     yield open_one
