@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +18,27 @@ TABLE_PROPERTIES = (
     "LocalSecondaryIndexes",
     "BillingMode",
 )
+
+STOP_POLL_SECONDS = 0.05  # how often the server looks for a stop: moto's own ThreadedMotoServer waits 0.5 s
+
+
+class MotoServer:
+    """moto's server in a thread of this process, as moto's ThreadedMotoServer runs it, but quick to stop."""
+
+    def __init__(self, host: str, port: int):
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # it logs every request
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(STOP_POLL_SECONDS,), daemon=True)
+        self._thread.start()
+        self.url = "http://{}:{}".format(*self._server.server_address[:2])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
 
 
 def create_queues(

@@ -8,14 +8,13 @@ sets the parameter, so everything else built from it (the queue's redrive) follo
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from local import template as tpl
-from local.cloud import create_queues, create_tables
+from local.cloud import MotoServer, create_queues, create_tables
 from local.instance import LogSink
 from local.pool import FunctionPool
 from local.sandbox import REGION, Sandbox, runtime_client, sandbox
@@ -61,16 +60,12 @@ class Deployment:
         self.queues: dict[str, dict[str, str]] = {}
         self.tables: dict[str, dict[str, str]] = {}
         self.pools: dict[str, FunctionPool] = {}
-        self._moto: Any = None
+        self._moto: MotoServer | None = None
 
     def start(self) -> Deployment:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
         _check_port_free(self.options.host, self.options.cloud_port)
-        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.cloud_port, verbose=False)
-        self._moto.start()
-        self.cloud_url = "http://{}:{}".format(*self._moto.get_host_and_port())
+        self._moto = MotoServer(self.options.host, self.options.cloud_port)
+        self.cloud_url = self._moto.url
         self.sqs = self.aws("sqs")
         self.queues = create_queues(self.sqs, self.template, self.refs, self.options.visibility_timeout)
         self.tables = create_tables(self.aws("dynamodb"), self.template, self.refs, self.conditions)
@@ -147,7 +142,7 @@ def overrides_from(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Refuse a port in use at once: moto's server would wait for ever for a thread that has given up."""
+    """Refuse a port in use with a message: moto's server, given one, prints its own and exits."""
     if not port:
         return
     with socket.socket() as probe:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from local.instance import InvokeResult
 from local.pool import FunctionPool, Throttled
 from local.serving import BackgroundLoop
 
-WAIT_SECONDS = 1  # long-poll window; also how soon a poller notices it should stop
+WAIT_SECONDS = 1  # long-poll window
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ class QueuePoller(BackgroundLoop):
         self.sqs, self.queue, self.pool = sqs, queue, pool
         self.batch_size = min(batch_size, 10)
         self.retry_delay, self.report = retry_delay, report
+        self._batches = 0  # batches being invoked and settled
+        self._batches_changed = threading.Condition()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop polling; batches being invoked may finish within `timeout` seconds. A receive still waiting is
+        not waited for: what it brings stays in flight, and the queue gives it again after its visibility
+        timeout, as it would a batch whose poller died."""
+        with self._batches_changed:
+            self._stopping.set()
+            self._batches_changed.wait_for(lambda: not self._batches, timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -69,12 +80,19 @@ class QueuePoller(BackgroundLoop):
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         ).get("Messages", [])
-        if not messages:
-            return
-        failed, result = self._invoke(messages)
-        deliveries = [Delivery(m, m["MessageId"] in failed) for m in messages]
-        self._settle(deliveries)
-        self.report(deliveries, result)
+        with self._batches_changed:
+            if not messages or self._stopping.is_set():
+                return
+            self._batches += 1
+        try:
+            failed, result = self._invoke(messages)
+            deliveries = [Delivery(m, m["MessageId"] in failed) for m in messages]
+            self._settle(deliveries)
+            self.report(deliveries, result)
+        finally:
+            with self._batches_changed:
+                self._batches -= 1
+                self._batches_changed.notify_all()
 
     def _invoke(self, messages: list[dict[str, Any]]) -> tuple[set[str], InvokeResult | None]:
         """The ids of the messages that failed, and the invocation (None if it was throttled)."""
