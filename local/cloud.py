@@ -1,4 +1,4 @@
-"""The template's queues and tables, created in the emulated cloud (moto here) with the template's own settings."""
+"""moto's server, and the template's queues and tables created in it with the template's own settings."""
 
 from __future__ import annotations
 
