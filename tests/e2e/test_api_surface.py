@@ -11,12 +11,15 @@ from aggregator.store.sqlite import SqliteStore
 from local import apigw
 from local.sample_upstream import SampleUpstream
 from tests.api_document import ROUTES, served_path
-from tests.helpers import BASES, METHODS, merge, spellings
+from tests.helpers import BASES, merge, spellings
 from tests.running_stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 KEY = "surface-key"
 MARKER = "stored-post-7f3a"  # in every stored title: an answer that holds it has read the posts
+# The gateway tells apart the methods its routes name (GET, POST) from the rest (ANY), and HEAD gets no body;
+# these stand for every method here. What the docs function answers to each of METHODS is tested in process.
+GATEWAY_METHODS = ("GET", "POST", "HEAD", "DELETE", "FETCH")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def test_no_method_or_spelling_gets_more_than_a_document_404_or_405_from_the_doc
     asked, jobs = upstream.requests, store.list_jobs()
     by_function: dict[str, int] = {}
     for target in (t for base in BASES for t in spellings(base)):
-        for method in METHODS:
+        for method in GATEWAY_METHODS:
             status, _, body = stack.request(method, target)
             matched = apigw.match(ROUTES, method, served_path(target))
             function = matched[0].function if matched else "API Gateway"
@@ -58,7 +61,7 @@ def test_no_method_or_spelling_gets_more_than_a_document_404_or_405_from_the_doc
                 assert status == 403, (method, target, status)  # no key was sent
             elif function == "API Gateway":
                 assert status == 403, (method, target, status)
-    assert by_function["DocsFunction"] > 1500 and by_function["FetchApiFunction"] > 0, by_function
+    assert by_function["DocsFunction"] > 1000 and by_function["FetchApiFunction"] > 0, by_function
     assert upstream.requests == asked  # nothing was fetched
     assert store.list_jobs() == jobs  # and no job was started
 
