@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from local.template import Template, resolve
@@ -79,14 +79,17 @@ def _create(sqs: Any, name: str, props: dict[str, Any], visibility_timeout: int 
 
 
 def create_tables(
-    dynamodb: Any, template: Template, refs: dict[str, Any], conditions: Mapping[str, bool]
+    dynamodb_client: Callable[[], Any], template: Template, refs: dict[str, Any], conditions: Mapping[str, bool]
 ) -> dict[str, dict[str, str]]:
     """Create every AWS::DynamoDB::Table whose condition holds, named by its logical id, as the queues are;
-    returns {logical id: {name, arn}}. `refs` gains each table's Ref and Arn."""
+    returns {logical id: {name, arn}}. `refs` gains each table's Ref and Arn. The client is made only if a
+    table is created: making the first costs a twentieth of a second, and a SQLite stack creates none."""
     tables: dict[str, dict[str, str]] = {}
+    dynamodb = None
     for name, resource in template.tables.items():
         if "Condition" in resource and not conditions[resource["Condition"]]:
             continue
+        dynamodb = dynamodb or dynamodb_client()
         props = resolve(resource.get("Properties", {}), refs, conditions)
         settings = {k: props[k] for k in TABLE_PROPERTIES if k in props}
         if "SSESpecification" in props:  # CloudFormation spells the API's Enabled as SSEEnabled

@@ -8,6 +8,7 @@ sets the parameter, so everything else built from it (the queue's redrive) follo
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class Deployment:
         self.cloud_url = self._moto.url
         self.sqs = self.aws("sqs")
         self.queues = create_queues(self.sqs, self.template, self.refs, self.options.visibility_timeout)
-        self.tables = create_tables(self.aws("dynamodb"), self.template, self.refs, self.conditions)
+        self.tables = create_tables(functools.partial(self.aws, "dynamodb"), self.template, self.refs, self.conditions)
         self.client = runtime_client(self.options.runtime_client)
         for name, function in self.template.functions.items():
             box = sandbox(function, self.variables(function), self.client, CREDENTIALS)

@@ -28,7 +28,7 @@ def template_refs() -> dict:
 def create_template_tables(dynamodb) -> dict[str, dict[str, str]]:
     """The template's DynamoDB tables (StoreBackend=dynamodb), created with `dynamodb` as the local stack does."""
     refs = template_refs() | {"StoreBackend": "dynamodb"}
-    return create_tables(dynamodb, TEMPLATE, refs, TEMPLATE.conditions(refs))
+    return create_tables(lambda: dynamodb, TEMPLATE, refs, TEMPLATE.conditions(refs))
 
 
 def moto_cloud() -> Any:
