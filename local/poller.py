@@ -20,7 +20,7 @@ from local.instance import InvokeResult
 from local.pool import FunctionPool, Throttled
 from local.serving import BackgroundLoop
 
-WAIT_SECONDS = 1  # long-poll window
+WAIT_SECONDS = 20  # the long poll of Lambda's pollers: a message wakes it at once, and a stop does not wait for it
 
 
 @dataclass(frozen=True)
