@@ -78,6 +78,7 @@ def test_the_api_answers_like_api_gateway(stack):
     assert (status, headers["Allow"]) == (405, "POST")
 
 
+@machinery
 def test_the_docs_pages_are_served(stack):
     status, headers, body = stack.request("GET", "/docs")
     assert (status, headers["Content-Type"]) == (200, "text/html")
@@ -289,6 +290,7 @@ def test_a_moto_port_in_use_is_reported_at_once(tmp_path):
     assert f"MOTO_PORT {port} cannot be used" in result.stderr
 
 
+@machinery
 def test_one_database_serves_one_stack_or_invoke_at_a_time(stack):
     db_path = stack.env["DB_PATH"]
     in_use = f"{db_path} is in use by another local stack or invoke"
@@ -298,6 +300,7 @@ def test_one_database_serves_one_stack_or_invoke_at_a_time(stack):
     assert one_off.returncode == 1 and in_use in one_off.stderr
 
 
+@machinery
 def test_a_port_in_use_is_reported(stack, tmp_path):
     port = stack.url.rsplit(":", 1)[1]
     result = run_to_exit({"PORT": port, "DB_PATH": str(tmp_path / "other.db")})
@@ -305,6 +308,7 @@ def test_a_port_in_use_is_reported(stack, tmp_path):
     assert f"PORT {port} cannot be used: Address already in use; set another, such as PORT=" in result.stderr
 
 
+@machinery
 def test_with_api_key_set_post_fetch_needs_it_and_reads_stay_open(keyed_stack):
     for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": "s3cret-ke"}, {"Authorization": "s3cret-key"}):
         status, _, body = keyed_stack.request("POST", "/fetch?mode=sync", headers)
@@ -330,6 +334,7 @@ SPELLINGS_OF_FETCH = [
 ]
 
 
+@machinery
 @pytest.mark.parametrize("spelling", SPELLINGS_OF_FETCH)
 def test_no_spelling_of_the_fetch_path_skips_the_api_key(keyed_stack, fake_upstream, spelling):
     asked, jobs = fake_upstream.requests, keyed_stack.json("GET", "/fetch/jobs")[1]
