@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aggregator.config import DB_MARKER_SUFFIX
 from aggregator.scrub import scrub
 from local import template as tpl
 from local.api_server import OUTCOME_HEADER, Answer, ApiServer
@@ -29,6 +30,7 @@ from local.sample_upstream import SampleUpstream
 from local.scheduler import Scheduler
 
 if TYPE_CHECKING:
+    from aggregator.config import Settings
     from aggregator.models import Job
     from aggregator.store import Store
 
@@ -173,16 +175,26 @@ class LocalStack:
         """Settle the jobs the last run left in progress. Its queue lived in memory, so a task or scheduled
         job's message is gone: the job is sent again, under a new lease. A sync job ran in an invocation
         that died with that run: it is failed."""
-        from aggregator.store import StoreUnavailable
+        from aggregator.config import load
 
         for source in self.template.sqs_sources:
             worker = self.deployment.pools[source.function]
             if "STORE_BACKEND" not in worker.sandbox.environment:
                 continue  # a worker that declares no store keeps no jobs (another template's, such as a test's)
+            if self._new_store(load(worker.sandbox.environment)):
+                continue  # nothing to settle, and the store's modules are not imported: a fifth of a second
+            from aggregator.store import StoreUnavailable
+
             try:
                 self._reconcile(worker)
             except StoreUnavailable as exc:
                 raise DeploymentError(f"{self.options.db_path}: {exc}") from None
+
+    def _new_store(self, settings: Settings) -> bool:
+        """Tables this deployment has just created, or a SQLite file never created (nor its marker): no jobs."""
+        if settings.store_backend == "dynamodb":
+            return settings.jobs_table in self.deployment.tables
+        return not any(Path(settings.db_path + suffix).exists() for suffix in ("", DB_MARKER_SUFFIX))
 
     def _reconcile(self, worker: FunctionPool) -> None:
         from aggregator import jobs, queue

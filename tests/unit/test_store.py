@@ -24,7 +24,7 @@ from aggregator.store import (
     fill_page,
     json_string_bytes,
 )
-from aggregator.store.sqlite import ABANDONED_QUEUED, ABANDONED_SYNC, MARKER_SUFFIX, SqliteStore
+from aggregator.store.sqlite import ABANDONED_QUEUED, ABANDONED_SYNC, SqliteStore
 from tests.helpers import LEASE_SECONDS, fetch_end, merge, queued_job, running_job
 
 UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
@@ -425,7 +425,7 @@ def test_deleting_the_marker_makes_an_empty_file_a_new_database(sqlite_db, db_pa
     merge(sqlite_db, [rows(1, 2)])
     os.remove(db_path)
     open(db_path, "wb").close()
-    os.remove(db_path + MARKER_SUFFIX)
+    os.remove(db_path + config.DB_MARKER_SUFFIX)
     assert sqlite_db.count_posts() == 0
 
 
@@ -507,9 +507,9 @@ def test_a_replaced_file_is_opened_anew(sqlite_db, db_path, tmp_path):
 def test_deleting_the_marker_too_starts_an_empty_database(sqlite_db, db_path):
     merge(sqlite_db, [rows(1, 2)])
     os.remove(db_path)
-    os.remove(db_path + MARKER_SUFFIX)
+    os.remove(db_path + config.DB_MARKER_SUFFIX)
     assert sqlite_db.count_posts() == 0
-    assert os.path.exists(db_path + MARKER_SUFFIX)
+    assert os.path.exists(db_path + config.DB_MARKER_SUFFIX)
 
 
 def test_a_lease_holds_for_its_seconds_then_ends(db):

@@ -14,6 +14,7 @@ from aggregator.scrub import scrub
 
 DEFAULT_UPSTREAM_URL = "https://jsonplaceholder.typicode.com/posts"
 STORE_BACKENDS = ("sqlite", "dynamodb")
+DB_MARKER_SUFFIX = ".created"  # a file beside DB_PATH: a database was created there, so it is never recreated
 SYNC_FETCH_BUDGET = 25.0  # seconds for a whole sync fetch: API Gateway ends a request at 29 s
 DEFAULT_MEMORY_MB = 512  # the template's MemorySize, for a process that Lambda does not run
 # An upstream page may be 1/64 of the function's memory. Its records are decoded one at a time, but one

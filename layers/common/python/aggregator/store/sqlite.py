@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from aggregator.config import DB_MARKER_SUFFIX
 from aggregator.models import Claim, ClaimOutcome, FetchMode, Job, JobStatus, Post
 from aggregator.store import (
     FetchEnd,
@@ -115,11 +116,10 @@ BUSY_TIMEOUT_SECONDS = 30.0  # the longest wait for a lock, when the store is gi
 # for a lock a reader holds: within the WAIT_MARGIN_SECONDS an invocation keeps to answer.
 FAILURE_WAIT_SECONDS = 1.0
 DEADLINE_CHECK_STEPS = 10_000  # a merge checks its deadline once per this many SQLite instructions
-MARKER_SUFFIX = ".created"  # a file beside the database: a database was created here, so never recreate it
 HEADER = b"SQLite format 3\x00"  # how every SQLite database file begins
 MISSING = (
-    f"the database file is missing, though a database was created there (DB_PATH{MARKER_SUFFIX} says so); "
-    f"restore the file, or delete DB_PATH{MARKER_SUFFIX} to start with an empty database"
+    f"the database file is missing, though a database was created there (DB_PATH{DB_MARKER_SUFFIX} says so); "
+    f"restore the file, or delete DB_PATH{DB_MARKER_SUFFIX} to start with an empty database"
 )
 NOT_A_DATABASE = (
     "the database file is {what}, though a database was created there (DB_PATH{marker} says so); restore the "
@@ -254,7 +254,7 @@ class SqliteStore:
             db.executescript(PRAGMAS + SCHEMA)
             self._add_columns(db)
             return db
-        file, marker = Path(self._path), Path(self._path + MARKER_SUFFIX)
+        file, marker = Path(self._path), Path(self._path + DB_MARKER_SUFFIX)
         try:
             if marker.exists():
                 _refuse_unless_a_database(file)
@@ -332,7 +332,7 @@ class SqliteStore:
         """The database's own reason, as StoreUnavailable where the database cannot be used now: its file no
         longer holds the database created there (emptied or overwritten in place, under this connection), or
         a lock was held past the deadline. SQLite may have rolled the transaction back itself."""
-        if self._path != ":memory:" and Path(self._path + MARKER_SUFFIX).exists():
+        if self._path != ":memory:" and Path(self._path + DB_MARKER_SUFFIX).exists():
             try:
                 _refuse_unless_a_database(Path(self._path))
             except StoreUnavailable as refused:
@@ -572,7 +572,7 @@ def _refuse_unless_a_database(file: Path) -> None:
 
 
 def _not_a_database(what: str) -> str:
-    return NOT_A_DATABASE.format(what=what, marker=MARKER_SUFFIX)
+    return NOT_A_DATABASE.format(what=what, marker=DB_MARKER_SUFFIX)
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
