@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 KEY = "surface-key"
 MARKER = "stored-post-7f3a"  # in every stored title: an answer that holds it has read the posts
 # The gateway tells apart the methods its routes name (GET, POST) from the rest (ANY), and HEAD gets no body;
-# these stand for every method here. What the docs function answers to each of METHODS is tested in process.
+# these stand for every method here. It routes by the path alone: a query (`?mode=sync`) is sent with POST,
+# whose fetch it names. What the docs function answers to each of METHODS, queries too, is tested in process.
 GATEWAY_METHODS = ("GET", "POST", "HEAD", "DELETE", "FETCH")
 
 
@@ -44,7 +45,7 @@ def test_no_method_or_spelling_gets_more_than_a_document_404_or_405_from_the_doc
     asked, jobs = upstream.requests, store.list_jobs()
     by_function: dict[str, int] = {}
     for target in (t for base in BASES for t in spellings(base)):
-        for method in GATEWAY_METHODS:
+        for method in GATEWAY_METHODS if "?" not in target else ("POST",):
             status, _, body = stack.request(method, target)
             matched = apigw.match(ROUTES, method, served_path(target))
             function = matched[0].function if matched else "API Gateway"
@@ -61,7 +62,7 @@ def test_no_method_or_spelling_gets_more_than_a_document_404_or_405_from_the_doc
                 assert status == 403, (method, target, status)  # no key was sent
             elif function == "API Gateway":
                 assert status == 403, (method, target, status)
-    assert by_function["DocsFunction"] > 1000 and by_function["FetchApiFunction"] > 0, by_function
+    assert by_function["DocsFunction"] > 700 and by_function["FetchApiFunction"] > 0, by_function
     assert upstream.requests == asked  # nothing was fetched
     assert store.list_jobs() == jobs  # and no job was started
 
