@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 
 from aggregator.config import load
 from aggregator.store.sqlite import SqliteStore
+from local.api_server import ApiServer
 from local.console import Console
 from local.sample_upstream import SampleUpstream, make_posts
 from local.stack import LocalStack, Options
@@ -243,3 +245,25 @@ def test_locally_a_queued_jobs_lease_counts_the_local_wait_between_deliveries(tm
             assert (settings.worker_timeout, settings.queue_visibility_timeout) == (worker_timeout, worker_timeout + 7)
     finally:
         stack.stop()
+
+
+def test_a_stack_stopped_in_process_leaves_no_poller_behind_to_take_the_next_stacks_messages(tmp_path):
+    with SampleUpstream(10) as upstream:
+        for run in ("first", "second"):
+            options = Options(upstream=upstream.url, db_path=str(tmp_path / f"{run}.db"), port=0, reload=False)
+            stack = LocalStack(options, Console(stream=io.StringIO())).start()
+            try:
+                api = next(part for part in stack.parts if isinstance(part, ApiServer)).url
+                request = urllib.request.Request(f"{api}/fetch?mode=task", method="POST")
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    job_id = json.load(answer)["job_id"]
+                status, deadline = "queued", time.monotonic() + 15  # a delivery, not a redelivery, picks it up
+                while status in ("queued", "running") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    with urllib.request.urlopen(f"{api}/fetch/status/{job_id}", timeout=10) as answer:
+                        status = json.load(answer)["status"]
+                assert status == "succeeded", (run, status)
+            finally:
+                stack.stop()
+            pollers = [t.name for t in threading.enumerate() if t.name.startswith("poll-")]
+            assert pollers == [], (run, pollers)
