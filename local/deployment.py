@@ -8,6 +8,7 @@ sets the parameter, so everything else built from it (the queue's redrive) follo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 from collections.abc import Mapping
@@ -82,8 +83,20 @@ class Deployment:
         for pool in self.pools.values():
             pool.stop()
         if self._moto is not None:
+            self._empty_the_cloud()
             self._moto.stop()
             self._moto = None
+
+    def _empty_the_cloud(self) -> None:
+        """Delete what this deployment created: moto's state outlives its server in this process, so a queue
+        left behind would hand the next deployment's messages to a receive still waiting from this one."""
+        with contextlib.suppress(Exception):  # a cloud that cannot be reached holds nothing to take
+            for queue in self.queues.values():
+                self.sqs.delete_queue(QueueUrl=queue["url"])
+            if self.tables:
+                dynamodb = self.aws("dynamodb")
+                for table in self.tables.values():
+                    dynamodb.delete_table(TableName=table["name"])
 
     def aws(self, service: str) -> Any:
         import boto3  # type: ignore[import-untyped]
