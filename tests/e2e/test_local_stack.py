@@ -176,7 +176,7 @@ def test_the_schedule_fires_the_scheduled_function(start_stack, fake_upstream):
     stack.wait_for_output(f"SchedulerFunction fired: job {scheduled[0].job_id} started; next at ")
 
 
-@machinery
+# on both backends: with DynamoDB the request in flight writes to moto, which must outlive it
 def test_one_ctrl_c_lets_a_request_in_flight_finish_then_stops_every_part(start_stack, fake_upstream):
     stack = start_stack(UPSTREAM_URL=fake_upstream.url)
     fake_upstream.then_respond(200, fake_upstream.posts, delay=2)
