@@ -57,8 +57,9 @@ class QueuePoller(BackgroundLoop):
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop polling; batches being invoked may finish within `timeout` seconds. A receive still waiting is
-        not waited for: what it brings stays in flight, and the queue gives it again after its visibility
-        timeout, as it would a batch whose poller died."""
+        not waited for (botocore cannot cancel one): its thread ends when it returns, within WAIT_SECONDS, and
+        what it brings stays in flight, as with a poller that died. The deployment deletes its queues as it
+        stops, so such a receive can take nothing from a stack started after it in the same process."""
         with self._batches_changed:
             self._stopping.set()
             self._batches_changed.wait_for(lambda: not self._batches, timeout)

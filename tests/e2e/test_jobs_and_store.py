@@ -270,9 +270,3 @@ def test_a_stack_stopped_in_process_takes_none_of_the_next_stacks_messages(tmp_p
     with SampleUpstream(10) as upstream:
         assert run_a_task_in_process(upstream, str(tmp_path / "first.db")) == "succeeded"
         assert run_a_task_in_process(upstream, str(tmp_path / "second.db")) == "succeeded"
-
-
-def test_a_stack_stopped_in_process_leaves_no_poller_running(tmp_path):
-    with SampleUpstream(10) as upstream:
-        assert run_a_task_in_process(upstream, str(tmp_path / "x.db")) == "succeeded"
-    assert [t.name for t in threading.enumerate() if t.name.startswith("poll-")] == []
