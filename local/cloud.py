@@ -31,7 +31,10 @@ class MotoServer:
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # it logs every request
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        try:
+            self._server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        except SystemExit:  # werkzeug prints why it cannot listen, then exits
+            raise OSError(f"moto's server cannot listen on {host}:{port}") from None
         self._thread = threading.Thread(target=self._server.serve_forever, args=(STOP_POLL_SECONDS,), daemon=True)
         self._thread.start()
         self.url = "http://{}:{}".format(*self._server.server_address[:2])

@@ -66,7 +66,10 @@ class Deployment:
 
     def start(self) -> Deployment:
         _check_port_free(self.options.host, self.options.cloud_port)
-        self._moto = MotoServer(self.options.host, self.options.cloud_port)
+        try:
+            self._moto = MotoServer(self.options.host, self.options.cloud_port)
+        except OSError as exc:  # taken since it was checked
+            raise DeploymentError(f"MOTO_PORT {self.options.cloud_port} cannot be used: {exc}") from None
         self.cloud_url = self._moto.url
         self.sqs = self.aws("sqs")
         self.queues = create_queues(self.sqs, self.template, self.refs, self.options.visibility_timeout)

@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from aggregator.models import FetchMode, JobStatus
+from local.cloud import MotoServer
 from tests.helpers import BACKENDS
 from tests.running_stack import ROOT, RunningStack, user_environment
 
@@ -288,6 +289,14 @@ def test_a_moto_port_in_use_is_reported_at_once(tmp_path):
         result = run_to_exit({"MOTO_PORT": str(port), "DB_PATH": str(tmp_path / "x.db")})
     assert result.returncode == 1
     assert f"MOTO_PORT {port} cannot be used" in result.stderr
+
+
+def test_a_moto_port_taken_after_the_check_is_an_error_not_an_exit():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match=r"moto's server cannot listen on 127\.0\.0\.1:"):
+            MotoServer("127.0.0.1", taken.getsockname()[1])
 
 
 @machinery
