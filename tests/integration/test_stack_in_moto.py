@@ -14,7 +14,7 @@ import io
 import json
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -91,13 +91,16 @@ class Deployed:
     template: dict
     outputs: dict[str, str]
     physical: dict[str, str]  # logical id -> physical id
+    clients: dict[str, Any] = field(default_factory=dict)  # one a service: each costs milliseconds to make
 
     @property
     def store_backend(self) -> str:
         return self.parameters.get("StoreBackend", "sqlite")
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name="us-east-1")
+        if service not in self.clients:
+            self.clients[service] = boto3.client(service, region_name="us-east-1")
+        return self.clients[service]
 
     def function(self, name: str) -> dict:
         return self.client("lambda").get_function_configuration(FunctionName=self.physical[name])
