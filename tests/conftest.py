@@ -11,7 +11,6 @@ import sqlite3
 from types import SimpleNamespace
 from unittest import mock
 
-import boto3
 import pytest
 from moto.kms import models as moto_kms
 
@@ -22,7 +21,15 @@ from aggregator.store.dynamodb import DynamoDbStore, dynamodb_client
 from aggregator.store.sqlite import SqliteStore
 from local.cloud import create_queues
 from local.sample_upstream import SampleUpstream
-from tests.helpers import BACKENDS, TEMPLATE, create_template_tables, moto_cloud, reset_settings, template_refs
+from tests.helpers import (
+    BACKENDS,
+    TEMPLATE,
+    cloud_client,
+    create_template_tables,
+    moto_cloud,
+    reset_settings,
+    template_refs,
+)
 
 SHARED = {"stack", "keyed_stack", "keyed", "probes", "deployed"}  # module-scoped: a local stack, a stack in moto
 SHARED_PARAMETERS = ("store_backend", "deployed")  # the parameters that make another instance of one
@@ -87,7 +94,7 @@ def one_rsa_key_for_moto_kms():
 @pytest.fixture
 def sqs(aws, monkeypatch):
     """moto's SQS with the template's queues; QUEUE_URL points at the fetch queue."""
-    client = boto3.client("sqs")
+    client = cloud_client("sqs")
     queues = create_queues(client, TEMPLATE, template_refs())
     monkeypatch.setenv("QUEUE_URL", queues["FetchQueue"]["url"])
     reset_settings()
@@ -102,7 +109,7 @@ def backend(request, monkeypatch):
     monkeypatch.setenv("STORE_BACKEND", request.param)
     if request.param == "dynamodb":
         request.getfixturevalue("aws")
-        tables = create_template_tables(boto3.client("dynamodb"))
+        tables = create_template_tables(cloud_client("dynamodb"))
         monkeypatch.setenv("POSTS_TABLE", tables["PostsTable"]["name"])
         monkeypatch.setenv("JOBS_TABLE", tables["JobsTable"]["name"])
     reset_settings()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from typing import Any
 
+import boto3
 import pytest
 
 from aggregator import config, queue
@@ -33,6 +35,14 @@ def create_template_tables(dynamodb) -> dict[str, dict[str, str]]:
     """The template's DynamoDB tables (StoreBackend=dynamodb), created with `dynamodb` as the local stack does."""
     refs = template_refs() | {"StoreBackend": "dynamodb"}
     return create_tables(lambda: dynamodb, TEMPLATE, refs, TEMPLATE.conditions(refs))
+
+
+@functools.cache
+def cloud_client(service: str) -> Any:
+    """One boto3 client a service for the fixtures of a process, made once with the tests' fixed region and
+    credentials and never hooked: moto answers it in whichever cloud is current, and making one costs a test
+    milliseconds."""
+    return boto3.client(service)
 
 
 def moto_cloud() -> Any:
