@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,8 @@ class Deployment:
         self.tables: dict[str, dict[str, str]] = {}
         self.pools: dict[str, FunctionPool] = {}
         self._moto: MotoServer | None = None
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()  # boto3's default session makes one client at a time
 
     def start(self) -> Deployment:
         _check_port_free(self.options.host, self.options.cloud_port)
@@ -96,15 +99,19 @@ class Deployment:
         with contextlib.suppress(Exception):  # a cloud that cannot be reached holds nothing to take
             for queue in self.queues.values():
                 self.sqs.delete_queue(QueueUrl=queue["url"])
-            if self.tables:
-                dynamodb = self.aws("dynamodb")
-                for table in self.tables.values():
-                    dynamodb.delete_table(TableName=table["name"])
+            for table in self.tables.values():
+                self.aws("dynamodb").delete_table(TableName=table["name"])
 
     def aws(self, service: str) -> Any:
+        """The deployment's client for `service` in its cloud, made at the first call."""
         import boto3  # type: ignore[import-untyped]
 
-        return boto3.client(service, endpoint_url=self.cloud_url, region_name=REGION, **_boto_credentials())
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = boto3.client(
+                    service, endpoint_url=self.cloud_url, region_name=REGION, **_boto_credentials()
+                )
+            return self._clients[service]
 
     def sandbox(self, function: str) -> Sandbox:
         return self.pools[function].sandbox
