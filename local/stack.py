@@ -181,12 +181,13 @@ class LocalStack:
             worker = self.deployment.pools[source.function]
             if "STORE_BACKEND" not in worker.sandbox.environment:
                 continue  # a worker that declares no store keeps no jobs (another template's, such as a test's)
-            if self._new_store(load(worker.sandbox.environment)):
+            settings = load(worker.sandbox.environment)
+            if self._new_store(settings):
                 continue  # nothing to settle, and the store's modules are not imported: a fifth of a second
             from aggregator.store import StoreUnavailable
 
             try:
-                self._reconcile(worker)
+                self._reconcile(worker, settings)
             except StoreUnavailable as exc:
                 raise DeploymentError(f"{self.options.db_path}: {exc}") from None
 
@@ -196,12 +197,10 @@ class LocalStack:
             return settings.jobs_table in self.deployment.tables
         return not any(Path(settings.db_path + suffix).exists() for suffix in ("", DB_MARKER_SUFFIX))
 
-    def _reconcile(self, worker: FunctionPool) -> None:
+    def _reconcile(self, worker: FunctionPool, settings: Settings) -> None:
         from aggregator import jobs, queue
-        from aggregator.config import load
         from aggregator.models import FetchMode
 
-        settings = load(worker.sandbox.environment)
         store = self.store(worker)
         for job in store.list_jobs():
             if job.status.finished:
