@@ -94,9 +94,11 @@ def handler(function: str):
 
 
 def invoke(function: str, event: dict, *, timeout: int | None = None):
-    """Call a function's real handler with a Lambda context whose timeout is the template's (or `timeout`)."""
+    """Call a function's real handler with a Lambda context whose timeout is the template's (or `timeout`).
+    The handler is imported first: as in Lambda, the time its init takes does not count against the timeout."""
+    function_handler = handler(function)
     context = LambdaContext(function, timeout=timeout or TEMPLATE.functions[function].timeout)
-    return handler(function)(event, context)
+    return function_handler(event, context)
 
 
 def body(response: dict):

@@ -138,21 +138,31 @@ def test_the_log_of_headers_dripped_past_the_budget_says_what_was_being_read(sto
     ), detail
 
 
-def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_failed_job(store, monkeypatch):
-    """The upstream answers at once, listing nothing: the merge would delete every stored post, which takes
-    longer than the function has left. It is stopped before the function times out, and deletes nothing.
-    The margin kept after the fetch is cut to 0.2 s past the store's own, so that the merge's time is
-    far shorter than deleting a million posts takes on any machine."""
+# A merge that would delete a million posts gets MERGE_SECONDS, far less than that takes on any machine. The
+# upstream answers ANSWER_AFTER_SECONDS into the invocation, however long the handler took to reach its fetch.
+MERGE_SECONDS = 0.3
+ANSWER_AFTER_SECONDS = 1.0
+
+
+def invoke_with_a_merge_short_of_time(monkeypatch, function: str, event: dict) -> tuple[dict, float]:
+    """Invoke `function` with a million posts stored and an upstream that lists none: the merge would delete
+    every post. The margin kept after the fetch is cut to the store's own, so the fetch may run until the
+    merge's deadline and is never the part cut short. Returns the response and the seconds it took."""
     fill_posts(settings().db_path, 1_000_000)
-    monkeypatch.setattr(ingest, "FINISH_MARGIN_SECONDS", WAIT_MARGIN_SECONDS + 0.2)
-    seconds = WAIT_MARGIN_SECONDS + 0.5  # the fetch gets 0.3 s, the merge 0.2 s
-    with HostileUpstream(send(http_response(body=b"[]"))) as empty:
+    monkeypatch.setattr(ingest, "FINISH_MARGIN_SECONDS", WAIT_MARGIN_SECONDS)
+    started = time.monotonic()
+    with HostileUpstream(send(http_response(body=b"[]"), at=lambda: started + ANSWER_AFTER_SECONDS)) as empty:
         monkeypatch.setenv("UPSTREAM_URL", empty.url)
         reset_settings()
         started = time.monotonic()
-        response = invoke("FetchApiFunction", load_event("post_fetch_sync"), timeout=seconds)
-        took = time.monotonic() - started
-    assert took < seconds - WAIT_MARGIN_SECONDS + SLACK
+        response = invoke(function, event, timeout=ANSWER_AFTER_SECONDS + MERGE_SECONDS + WAIT_MARGIN_SECONDS)
+        return response, time.monotonic() - started
+
+
+def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_failed_job(store, monkeypatch):
+    """It is stopped before the function times out, and deletes nothing."""
+    response, took = invoke_with_a_merge_short_of_time(monkeypatch, "FetchApiFunction", load_event("post_fetch_sync"))
+    assert took < ANSWER_AFTER_SECONDS + MERGE_SECONDS + SLACK
     assert response["statusCode"] == 504
     job = body(response)
     assert job["status"] == "failed" and "ran past the invocation's time" in job["error"]
@@ -165,15 +175,10 @@ def test_a_worker_merge_that_would_run_past_the_function_timeout_writes_nothing_
 ):
     """As above, through the worker: the message goes back to the queue; the job stays running for the next
     delivery, or ends failed on the last one. Nothing is written either way."""
-    fill_posts(settings().db_path, 1_000_000)
-    monkeypatch.setattr(ingest, "FINISH_MARGIN_SECONDS", WAIT_MARGIN_SECONDS + 0.2)
-    seconds = WAIT_MARGIN_SECONDS + 0.5
     job = queued_job(store, FetchMode.TASK)
     delivery = record(job.job_id, receive_count=settings().max_receive_count if last else 1)
-    with HostileUpstream(send(http_response(body=b"[]"))) as empty:
-        monkeypatch.setenv("UPSTREAM_URL", empty.url)
-        reset_settings()
-        assert failures(invoke("WorkerFunction", sqs_event(delivery), timeout=seconds)) == [delivery["messageId"]]
+    response, _ = invoke_with_a_merge_short_of_time(monkeypatch, "WorkerFunction", sqs_event(delivery))
+    assert failures(response) == [delivery["messageId"]]
     ended = open_store(settings()).get_job(job.job_id)  # reset_settings closed the fixture's store
     assert ended.status == (JobStatus.FAILED if last else JobStatus.RUNNING)
     assert last == ("ran past the invocation's time" in (ended.error or ""))

@@ -8,6 +8,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,10 +24,12 @@ def http_response(status: int = 200, body: bytes = b"[]", headers: dict[str, str
     return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
 
 
-def send(payload: bytes) -> Answer:
-    """Send `payload` at once, then close."""
+def send(payload: bytes, *, at: Callable[[], float] | None = None) -> Answer:
+    """Send `payload` at once, or once `time.monotonic()` reaches what `at` returns; then close."""
 
-    def answer(client: socket.socket, _stopping: threading.Event) -> None:
+    def answer(client: socket.socket, stopping: threading.Event) -> None:
+        if at is not None and stopping.wait(max(0.0, at() - time.monotonic())):
+            return
         client.sendall(payload)
 
     return answer
