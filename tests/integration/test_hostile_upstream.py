@@ -3,7 +3,9 @@ each ends within its function's time, and no secret reaches a job's record."""
 
 import json
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 from botocore.stub import Stubber
@@ -13,6 +15,7 @@ from aggregator.config import settings
 from aggregator.ingest import FINISH_MARGIN_SECONDS
 from aggregator.models import FetchMode, JobStatus
 from aggregator.store import WAIT_MARGIN_SECONDS, open_store
+from aggregator.store.sqlite import SqliteStore
 from local.sample_upstream import SampleUpstream
 from tests.helpers import api_event, body, invoke, load_event, queued_job, reset_settings
 from tests.integration.test_worker import failures, record, sqs_event
@@ -144,11 +147,28 @@ MERGE_SECONDS = 0.3
 ANSWER_AFTER_SECONDS = 1.0
 
 
+@pytest.fixture(scope="session")
+def a_million_posts_file(tmp_path_factory) -> Path:
+    """A database of the store's schema holding a million posts, written once a process."""
+    path = tmp_path_factory.mktemp("million") / "posts.db"
+    SqliteStore(str(path)).close()
+    fill_posts(str(path), 1_000_000)
+    return path
+
+
+@pytest.fixture
+def a_million_posts(a_million_posts_file):
+    """The functions' store, on a copy of the million posts."""
+    target = Path(settings().db_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(a_million_posts_file, target)
+    return open_store(settings())
+
+
 def invoke_with_a_merge_short_of_time(monkeypatch, function: str, event: dict) -> tuple[dict, float]:
-    """Invoke `function` with a million posts stored and an upstream that lists none: the merge would delete
-    every post. The margin kept after the fetch is cut to the store's own, so the fetch may run until the
-    merge's deadline and is never the part cut short. Returns the response and the seconds it took."""
-    fill_posts(settings().db_path, 1_000_000)
+    """Invoke `function` with an upstream that lists none: the merge would delete every post. The margin kept
+    after the fetch is cut to the store's own, so the fetch may run until the merge's deadline and is never
+    the part cut short. Returns the response and the seconds it took."""
     monkeypatch.setattr(ingest, "FINISH_MARGIN_SECONDS", WAIT_MARGIN_SECONDS)
     started = time.monotonic()
     with HostileUpstream(send(http_response(body=b"[]"), at=lambda: started + ANSWER_AFTER_SECONDS)) as empty:
@@ -159,7 +179,8 @@ def invoke_with_a_merge_short_of_time(monkeypatch, function: str, event: dict) -
         return response, time.monotonic() - started
 
 
-def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_failed_job(store, monkeypatch):
+@pytest.mark.xdist_group("a million posts")
+def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_failed_job(a_million_posts, monkeypatch):
     """It is stopped before the function times out, and deletes nothing."""
     response, took = invoke_with_a_merge_short_of_time(monkeypatch, "FetchApiFunction", load_event("post_fetch_sync"))
     assert took < ANSWER_AFTER_SECONDS + MERGE_SECONDS + SLACK
@@ -169,13 +190,14 @@ def test_a_merge_that_would_run_past_the_function_timeout_answers_504_with_the_f
     assert open_store(settings()).count_posts() == 1_000_000
 
 
+@pytest.mark.xdist_group("a million posts")
 @pytest.mark.parametrize("last", [False, True], ids=["before the last delivery", "on the last delivery"])
 def test_a_worker_merge_that_would_run_past_the_function_timeout_writes_nothing_and_is_delivered_again(
-    store, monkeypatch, last
+    a_million_posts, monkeypatch, last
 ):
     """As above, through the worker: the message goes back to the queue; the job stays running for the next
     delivery, or ends failed on the last one. Nothing is written either way."""
-    job = queued_job(store, FetchMode.TASK)
+    job = queued_job(a_million_posts, FetchMode.TASK)
     delivery = record(job.job_id, receive_count=settings().max_receive_count if last else 1)
     response, _ = invoke_with_a_merge_short_of_time(monkeypatch, "WorkerFunction", sqs_event(delivery))
     assert failures(response) == [delivery["messageId"]]
