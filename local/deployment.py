@@ -60,6 +60,7 @@ class Deployment:
         self.parameters = self._parameters()
         self.refs: dict[str, Any] = {**self.parameters, "AWS::Region": REGION, "AWS::StackName": STACK_NAME}
         self.conditions = template.conditions(self.refs)
+        self.client = runtime_client(options.runtime_client)
         self.queues: dict[str, dict[str, str]] = {}
         self.tables: dict[str, dict[str, str]] = {}
         self.pools: dict[str, FunctionPool] = {}
@@ -77,7 +78,6 @@ class Deployment:
         self.sqs = self.aws("sqs")
         self.queues = create_queues(self.sqs, self.template, self.refs, self.options.visibility_timeout)
         self.tables = create_tables(functools.partial(self.aws, "dynamodb"), self.template, self.refs, self.conditions)
-        self.client = runtime_client(self.options.runtime_client)
         for name, function in self.template.functions.items():
             box = sandbox(function, self.variables(function), self.client, CREDENTIALS)
             limit = function.reserved_concurrency or self.options.concurrency
@@ -122,13 +122,21 @@ class Deployment:
         AWS_ENDPOINT_URL points at the emulated cloud unless overridden, declared or not: a local
         function never reaches real AWS.
         """
+        return self._variables(function, self.refs, self.cloud_url)
+
+    def planned_variables(self, function: tpl.Function) -> dict[str, str]:
+        """The function's variables before anything is created, enough to check its settings: each queue or
+        table it refers to stands in for its own name, and the cloud has no URL yet."""
+        return self._variables(function, _Unmade(self.refs), "")
+
+    def _variables(self, function: tpl.Function, refs: dict[str, Any], cloud_url: str) -> dict[str, str]:
         try:
-            resolved = tpl.resolve(function.environment, self.refs, self.conditions)  # AWS::NoValue drops one
+            resolved = tpl.resolve(function.environment, refs, self.conditions)  # AWS::NoValue drops one
             declared = {name: _text(value) for name, value in resolved.items()}
         except KeyError as exc:
             raise DeploymentError(f"{function.name}: the template refers to {exc}, which it does not define") from None
-        wanted = {"AWS_ENDPOINT_URL": self.cloud_url} | self._overrides(function.name)
-        return {"AWS_ENDPOINT_URL": self.cloud_url} | declared | {k: v for k, v in wanted.items() if k in declared}
+        wanted = {"AWS_ENDPOINT_URL": cloud_url} | self._overrides(function.name)
+        return {"AWS_ENDPOINT_URL": cloud_url} | declared | {k: v for k, v in wanted.items() if k in declared}
 
     def _overrides(self, function: str | None = None) -> dict[str, str]:
         every = self.options.overrides | self.options.function_overrides.get("Parameters", {})
@@ -150,6 +158,13 @@ class Deployment:
                                               f"got {overrides[name]!r}")  # fmt: skip
                     parameters[parameter] = overrides[name]
         return parameters
+
+
+class _Unmade(dict[str, Any]):
+    """References, where a resource not created yet (`FetchQueue`, `FetchQueue.Arn`) names itself."""
+
+    def __missing__(self, name: str) -> str:
+        return name.replace(".", "-")
 
 
 def _text(value: Any) -> str:

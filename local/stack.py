@@ -27,7 +27,7 @@ from local.instance import InvokeResult
 from local.poller import Delivery, QueuePoller
 from local.pool import FunctionPool
 from local.sample_upstream import SampleUpstream
-from local.scheduler import Scheduler
+from local.scheduler import Scheduler, rate_seconds
 
 if TYPE_CHECKING:
     from aggregator.config import Settings
@@ -134,16 +134,23 @@ class LocalStack:
         self._stopping = threading.Event()
 
     def start(self) -> LocalStack:
-        self.deploy()
+        self.plan()
+        schedules = self._schedules()
+        self._launch()
         self.reconcile_jobs()
         self._start_api()
         self._start_pollers()
-        self._start_schedules()
+        self._start_schedules(schedules)
         self._start_housekeeping()
         return self
 
     def deploy(self) -> Deployment:
         """The template in the emulated cloud, with each function's instances ready to start."""
+        self.plan()
+        return self._launch()
+
+    def plan(self) -> None:
+        """The deployment as configured, each function's settings checked before anything starts."""
         self.parts.append(DatabaseLock(self.options.db_path))
         self.upstream_url = self._upstream()
         overrides = self.options.overrides | {
@@ -160,10 +167,11 @@ class LocalStack:
             concurrency=self.options.concurrency,
         )
         self.deployment = Deployment(self.template, deploy, self.console.function_output)
-        self.parts.append(self.deployment)
-        self.deployment.start()
         self._check_settings()
-        return self.deployment
+
+    def _launch(self) -> Deployment:
+        self.parts.append(self.deployment)
+        return self.deployment.start()
 
     def _redelivery_seconds(self) -> int:
         """The longest from one local delivery of a message to the next: the worker may run to its timeout,
@@ -243,12 +251,13 @@ class LocalStack:
         """A malformed setting stops the stack now, naming the function, not at its first request."""
         from aggregator import config
 
-        for name, pool in self.deployment.pools.items():
+        for name, function in self.template.functions.items():
+            variables = self.deployment.planned_variables(function)
             try:
-                config.load(pool.sandbox.environment)
+                config.load(variables)
             except config.ConfigError as exc:
                 raise DeploymentError(f"{name}: {exc}") from None
-            level = pool.sandbox.environment.get("POWERTOOLS_LOG_LEVEL", "INFO")
+            level = variables.get("POWERTOOLS_LOG_LEVEL", "INFO")
             if level.upper() not in logging.getLevelNamesMapping():  # Powertools' Logger fails at import on it
                 levels = ", ".join(logging.getLevelNamesMapping())
                 raise DeploymentError(f"{name}: POWERTOOLS_LOG_LEVEL must be a log level ({levels}), got {level!r}")
@@ -329,12 +338,20 @@ class LocalStack:
             self._tables = DynamoDbStore(settings.posts_table, settings.jobs_table, self.deployment.aws("dynamodb"))
         return self._tables
 
-    def _start_schedules(self) -> None:
+    def _schedules(self) -> list[tuple[str, str]]:
+        """Each schedule's function and expression; one the stack cannot run stops it before anything starts."""
+        schedules = []
         for schedule in self.template.schedules:
             expression = self.options.schedule_rate or tpl.resolve(schedule.expression, self.deployment.refs)
-            pool = self.deployment.pools[schedule.function]
+            rate_seconds(expression)
+            schedules.append((schedule.function, expression))
+        return schedules
 
-            def report(result: InvokeResult | None, next_at: datetime, name: str = schedule.function) -> None:
+    def _start_schedules(self, schedules: list[tuple[str, str]]) -> None:
+        for function, expression in schedules:
+            pool = self.deployment.pools[function]
+
+            def report(result: InvokeResult | None, next_at: datetime, name: str = function) -> None:
                 self.console.line("schedule", f"{name} fired: {_schedule_outcome(result)}; next at {next_at:%H:%M:%S}")
 
             scheduler = Scheduler(pool, expression, report)

@@ -291,6 +291,26 @@ def test_a_moto_port_in_use_is_reported_at_once(tmp_path):
     assert f"MOTO_PORT {port} cannot be used" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ({"UPSTREAM_ATTEMPTS": "0"}, "UPSTREAM_ATTEMPTS must be between"),
+        ({"SCHEDULE_RATE": "cron(0 * * * ? *)"}, "cannot run the schedule"),
+        ({"LOCAL_RUNTIME_CLIENT": "java"}, "LOCAL_RUNTIME_CLIENT must be one of"),
+    ],
+    ids=["a function's", "the schedule's", "the runtime's"],
+)
+def test_a_bad_setting_stops_the_stack_before_it_takes_a_port(tmp_path, bad, says):
+    """Both ports are taken: a stack that started moto or the API before checking its settings names a port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run_to_exit({"MOTO_PORT": port, "PORT": port, "DB_PATH": str(tmp_path / "x.db"), **bad})
+    assert result.returncode == 1
+    assert says in result.stderr and "cannot be used" not in result.stderr, result.stderr
+
+
 def test_a_moto_port_taken_after_the_check_is_an_error_not_an_exit():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
