@@ -89,9 +89,7 @@ def create_tables(
     table is created: making the first costs a twentieth of a second, and a SQLite stack creates none."""
     tables: dict[str, dict[str, str]] = {}
     dynamodb = None
-    for name, resource in template.tables.items():
-        if "Condition" in resource and not conditions[resource["Condition"]]:
-            continue
+    for name, resource in made_tables(template, conditions).items():
         dynamodb = dynamodb or dynamodb_client()
         props = resolve(resource.get("Properties", {}), refs, conditions)
         settings = {k: props[k] for k in TABLE_PROPERTIES if k in props}
@@ -106,3 +104,23 @@ def create_tables(
         tables[name] = {"name": name, "arn": created["TableDescription"]["TableArn"]}
         refs[name], refs[f"{name}.Arn"] = name, tables[name]["arn"]
     return tables
+
+
+def made_tables(template: Template, conditions: Mapping[str, bool]) -> dict[str, dict[str, Any]]:
+    """The AWS::DynamoDB::Table resources a deployment creates: those whose condition holds."""
+    return {
+        name: resource
+        for name, resource in template.tables.items()
+        if "Condition" not in resource or conditions[resource["Condition"]]
+    }
+
+
+def planned_refs(template: Template, conditions: Mapping[str, bool]) -> dict[str, str]:
+    """The references that create_queues and create_tables will add, before they run: each queue and table
+    stands in for its own names. A reference to anything else is as undefined as it will be then."""
+    refs: dict[str, str] = {}
+    for name in template.queues:
+        refs |= {name: name, f"{name}.Arn": name, f"{name}.QueueName": name}
+    for name in made_tables(template, conditions):
+        refs |= {name: name, f"{name}.Arn": name}
+    return refs

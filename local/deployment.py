@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from local import template as tpl
-from local.cloud import MotoServer, create_queues, create_tables
+from local.cloud import MotoServer, create_queues, create_tables, planned_refs
 from local.instance import LogSink
 from local.pool import FunctionPool
 from local.sandbox import REGION, Sandbox, runtime_client, sandbox
@@ -124,10 +124,11 @@ class Deployment:
         """
         return self._variables(function, self.refs, self.cloud_url)
 
-    def planned_variables(self, function: tpl.Function) -> dict[str, str]:
-        """The function's variables before anything is created, enough to check its settings: each queue or
-        table it refers to stands in for its own name, and the cloud has no URL yet."""
-        return self._variables(function, _Unmade(self.refs), "")
+    def planned_sandbox(self, function: tpl.Function) -> Sandbox:
+        """The function's sandbox before anything is created, enough to check it and its settings: each queue
+        or table it refers to stands in for its own names, and the cloud has no URL yet."""
+        refs = self.refs | planned_refs(self.template, self.conditions)
+        return sandbox(function, self._variables(function, refs, ""), self.client, CREDENTIALS)
 
     def _variables(self, function: tpl.Function, refs: dict[str, Any], cloud_url: str) -> dict[str, str]:
         try:
@@ -158,13 +159,6 @@ class Deployment:
                                               f"got {overrides[name]!r}")  # fmt: skip
                     parameters[parameter] = overrides[name]
         return parameters
-
-
-class _Unmade(dict[str, Any]):
-    """References, where a resource not created yet (`FetchQueue`, `FetchQueue.Arn`) names itself."""
-
-    def __missing__(self, name: str) -> str:
-        return name.replace(".", "-")
 
 
 def _text(value: Any) -> str:

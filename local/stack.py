@@ -252,7 +252,7 @@ class LocalStack:
         from aggregator import config
 
         for name, function in self.template.functions.items():
-            variables = self.deployment.planned_variables(function)
+            variables = self.deployment.planned_sandbox(function).environment  # with Lambda's own, such as memory
             try:
                 config.load(variables)
             except config.ConfigError as exc:
@@ -342,7 +342,12 @@ class LocalStack:
         """Each schedule's function and expression; one the stack cannot run stops it before anything starts."""
         schedules = []
         for schedule in self.template.schedules:
-            expression = self.options.schedule_rate or tpl.resolve(schedule.expression, self.deployment.refs)
+            try:
+                expression = self.options.schedule_rate or tpl.resolve(schedule.expression, self.deployment.refs)
+            except KeyError as exc:
+                raise DeploymentError(
+                    f"{schedule.function}: its schedule refers to {exc}, which the template does not define"
+                ) from None
             rate_seconds(expression)
             schedules.append((schedule.function, expression))
         return schedules

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -59,6 +60,20 @@ def reset_settings() -> None:
     config.settings.cache_clear()
     queue._sqs.cache_clear()
     close_stores()
+
+
+def template_variant(folder: Path, *edits: tuple[str, str]) -> Path:
+    """template.yaml with each edit's first text replaced by its second, written in `folder` beside links to
+    the code it names."""
+    text = (ROOT / "template.yaml").read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    variant = folder / "template.yaml"
+    variant.write_text(text)
+    for code in ("functions", "layers"):
+        (folder / code).symlink_to(ROOT / code)
+    return variant
 
 
 def load_event(name: str) -> dict:

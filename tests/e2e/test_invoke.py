@@ -16,7 +16,7 @@ from local.cloud import create_queues
 from local.console import Console
 from local.sandbox import CLIENTS
 from local.stack import LocalStack, Options
-from tests.helpers import EVENTS, TEMPLATE, invoke, moto_cloud, reset_settings, template_refs
+from tests.helpers import EVENTS, TEMPLATE, invoke, moto_cloud, reset_settings, template_refs, template_variant
 from tests.running_stack import ROOT, user_environment
 
 pytestmark = pytest.mark.e2e
@@ -174,16 +174,14 @@ def test_env_vars_override_what_the_function_declares(tmp_path, upstream):
 
 def test_a_function_missing_a_variable_in_the_template_fails_locally_as_deployed(tmp_path):
     """QUEUE_URL moved from Globals to the fetch function alone: the scheduler has none, as deployed."""
-    text = (ROOT / "template.yaml").read_text()
-    text = text.replace("        QUEUE_URL: !Ref FetchQueue\n", "", 1)
-    text = text.replace(
-        "      CodeUri: functions/fetch_api/\n",
-        "      CodeUri: functions/fetch_api/\n      Environment: { Variables: { QUEUE_URL: !Ref FetchQueue } }\n",
+    variant = template_variant(
+        tmp_path,
+        ("        QUEUE_URL: !Ref FetchQueue\n", ""),
+        (
+            "      CodeUri: functions/fetch_api/\n",
+            "      CodeUri: functions/fetch_api/\n      Environment: { Variables: { QUEUE_URL: !Ref FetchQueue } }\n",
+        ),
     )
-    variant = tmp_path / "template.yaml"
-    variant.write_text(text)
-    for folder in ("functions", "layers"):
-        (tmp_path / folder).symlink_to(ROOT / folder)
     done = run_invoke("SchedulerFunction", "-e", "events/schedule.json", "--template", str(variant),
                       DB_PATH=str(tmp_path / "x.db"))  # fmt: skip
     assert done.returncode == 1

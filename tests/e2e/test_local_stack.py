@@ -16,7 +16,7 @@ import pytest
 
 from aggregator.models import FetchMode, JobStatus
 from local.cloud import MotoServer
-from tests.helpers import BACKENDS
+from tests.helpers import BACKENDS, template_variant
 from tests.running_stack import ROOT, RunningStack, user_environment
 
 pytestmark = pytest.mark.e2e
@@ -291,22 +291,43 @@ def test_a_moto_port_in_use_is_reported_at_once(tmp_path):
     assert f"MOTO_PORT {port} cannot be used" in result.stderr
 
 
+READ_API = "      CodeUri: functions/read_api/\n"
+
+
 @pytest.mark.parametrize(
-    ("bad", "says"),
+    ("bad", "edit", "says"),
     [
-        ({"UPSTREAM_ATTEMPTS": "0"}, "UPSTREAM_ATTEMPTS must be between"),
-        ({"SCHEDULE_RATE": "cron(0 * * * ? *)"}, "cannot run the schedule"),
-        ({"LOCAL_RUNTIME_CLIENT": "java"}, "LOCAL_RUNTIME_CLIENT must be one of"),
+        ({"UPSTREAM_ATTEMPTS": "0"}, None, "ReadApiFunction: UPSTREAM_ATTEMPTS must be between"),
+        ({"SCHEDULE_RATE": "cron(0 * * * ? *)"}, None, "cannot run the schedule"),
+        ({"LOCAL_RUNTIME_CLIENT": "java"}, None, "LOCAL_RUNTIME_CLIENT must be one of"),
+        (
+            {},
+            (READ_API, READ_API + "      MemorySize: 64\n"),
+            "ReadApiFunction: AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be between 128 and 10240, got '64'",
+        ),
+        (
+            {},
+            ("POWERTOOLS_SERVICE_NAME: aggregator", "POWERTOOLS_SERVICE_NAME: !Ref ServiceName"),
+            "ReadApiFunction: the template refers to 'ServiceName', which it does not define",
+        ),
+        ({}, (READ_API, READ_API + "      Runtime: nodejs22.x\n"), "ReadApiFunction: the local stack runs Python"),
+        (
+            {},
+            ("Schedule: !Ref ScheduleRate", "Schedule: !Ref Rate"),
+            "SchedulerFunction: its schedule refers to 'Rate', which the template does not define",
+        ),
     ],
-    ids=["a function's", "the schedule's", "the runtime's"],
+    ids=["a function's", "the schedule's", "the runtime's", "a memory size", "a reference", "a runtime", "a rate"],
 )
-def test_a_bad_setting_stops_the_stack_before_it_takes_a_port(tmp_path, bad, says):
+def test_a_bad_setting_stops_the_stack_before_it_takes_a_port(tmp_path, bad, edit, says):
     """Both ports are taken: a stack that started moto or the API before checking its settings names a port."""
+    template = template_variant(tmp_path, edit) if edit else ROOT / "template.yaml"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        result = run_to_exit({"MOTO_PORT": port, "PORT": port, "DB_PATH": str(tmp_path / "x.db"), **bad})
+        env = {"MOTO_PORT": port, "PORT": port, "DB_PATH": str(tmp_path / "x.db"), **bad}
+        result = run_to_exit(env, "--template", str(template))
     assert result.returncode == 1
     assert says in result.stderr and "cannot be used" not in result.stderr, result.stderr
 
