@@ -22,8 +22,8 @@ def invoke(options: Options, function: str, event_file: Path, env_vars: Path | N
         raise DeploymentError(f"no function {function!r} in the template; it has {', '.join(stack.template.functions)}")
     if env_vars is not None:
         stack.function_overrides = _env_vars(_json_file(env_vars, "--env-vars"))
-    stack.deploy()
-    try:
+    try:  # a deployment refused by its plan stops too: the sample upstream and the database's lock
+        stack.deploy()
         result = stack.deployment.pools[function].invoke(json.dumps(payload).encode())
     finally:
         stack.stop()

@@ -8,12 +8,17 @@ import json
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import boto3
 import pytest
 
+from local import invoke as local_invoke
 from local.cloud import create_queues
 from local.console import Console
+from local.deployment import DeploymentError
+from local.sample_upstream import SampleUpstream
 from local.sandbox import CLIENTS
 from local.stack import LocalStack, Options
 from tests.helpers import EVENTS, TEMPLATE, invoke, moto_cloud, reset_settings, template_refs, template_variant
@@ -202,3 +207,15 @@ def test_make_invoke_with_the_sample_upstream_fetches_offline(tmp_path):
     answer = json.loads(done.stdout.splitlines()[-1])
     assert answer["statusCode"] == 200, answer
     assert json.loads(answer["body"])["inserted"] == 100
+
+
+def test_an_invoke_its_plan_refuses_stops_the_sample_upstream_it_started(tmp_path, monkeypatch):
+    started: list[SampleUpstream] = []
+    start = SampleUpstream.start
+    monkeypatch.setattr(SampleUpstream, "start", lambda self: started.append(self) or start(self))
+    options = Options(upstream="sample", db_path=str(tmp_path / "x.db"), overrides={"UPSTREAM_ATTEMPTS": "0"})
+    with pytest.raises(DeploymentError, match="UPSTREAM_ATTEMPTS must be between"):
+        local_invoke.invoke(options, "ReadApiFunction", EVENTS / "get_data.json", None)
+    [sample] = started
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(sample.url, timeout=5)
