@@ -17,7 +17,7 @@ from aggregator.models import FetchMode, JobStatus
 from aggregator.store import WAIT_MARGIN_SECONDS, open_store
 from aggregator.store.sqlite import SqliteStore
 from local.sample_upstream import SampleUpstream
-from tests.helpers import api_event, body, invoke, load_event, queued_job, reset_settings
+from tests.helpers import api_event, body, handler, invoke, load_event, queued_job, reset_settings
 from tests.integration.test_worker import failures, record, sqs_event
 from tests.unit.test_store import fill_posts
 from tests.utils.hostile_upstream import HostileUpstream, drip, http_response, send
@@ -170,11 +170,11 @@ def invoke_with_a_merge_short_of_time(monkeypatch, function: str, event: dict) -
     after the fetch is cut to the store's own, so the fetch may run until the merge's deadline and is never
     the part cut short. Returns the response and the seconds it took."""
     monkeypatch.setattr(ingest, "FINISH_MARGIN_SECONDS", WAIT_MARGIN_SECONDS)
-    started = time.monotonic()
+    handler(function)  # imported first, as invoke's context starts after the import: `started` is the invocation's
     with HostileUpstream(send(http_response(body=b"[]"), at=lambda: started + ANSWER_AFTER_SECONDS)) as empty:
         monkeypatch.setenv("UPSTREAM_URL", empty.url)
         reset_settings()
-        started = time.monotonic()
+        started = time.monotonic()  # read by the upstream when the fetch asks, after this
         response = invoke(function, event, timeout=ANSWER_AFTER_SECONDS + MERGE_SECONDS + WAIT_MARGIN_SECONDS)
         return response, time.monotonic() - started
 
