@@ -13,10 +13,6 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from samtranslator.internal.managed_policies import get_bundled_managed_policy_map
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
-
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 STACK_NAME = "api-aggregator"
 REGION = "us-east-1"
@@ -89,11 +85,17 @@ class _BundledPolicies:
 
     @staticmethod
     def load() -> dict[str, str]:
+        from samtranslator.internal.managed_policies import get_bundled_managed_policy_map
+
         return get_bundled_managed_policy_map("aws") or {}
 
 
 @cache
 def _translate(parameters: tuple[tuple[str, str], ...]) -> dict:
+    # imported here, not at the top: a test process that translates nothing skips half a second of imports
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
     sam = yaml_parse(TEMPLATE.read_text())
     for name, resource in sam["Resources"].items():
         properties = resource.get("Properties", {})

@@ -19,7 +19,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.apigateway import models as moto_apigateway
 
 from aggregator import config, queue
 from aggregator.models import FetchMode, JobStatus
@@ -70,7 +69,7 @@ def chooses_no_value(arguments: list, conditions: dict[str, bool]) -> bool:
     return (when_true if conditions[name] else when_false) == {"Ref": "AWS::NoValue"}
 
 
-def import_the_body(original):
+def import_the_body(original, moto_apigateway):
     """moto creates a RestApi without its Body (the routes), then refuses to deploy an API with no
     methods. Import the Body, as API Gateway does, through moto's own OpenAPI import."""
 
@@ -111,6 +110,8 @@ class Deployed:
 
 @pytest.fixture(scope="module", params=list(PARAMETER_SETS))
 def deployed(request):
+    from moto.apigateway import models as moto_apigateway  # imported only by a process that deploys
+
     with pytest.MonkeyPatch.context() as patch, moto_cloud():
         for name, value in {
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -121,7 +122,7 @@ def deployed(request):
         patch.setattr(
             moto_apigateway.RestAPI,
             "create_from_cloudformation_json",
-            import_the_body(moto_apigateway.RestAPI.create_from_cloudformation_json),
+            import_the_body(moto_apigateway.RestAPI.create_from_cloudformation_json, moto_apigateway),
         )
         parameters = with_the_network_it_names(PARAMETER_SETS[request.param])
         template = translate(parameters)
