@@ -32,19 +32,31 @@ from tests.helpers import (
 )
 
 SHARED = {"stack", "keyed_stack", "keyed", "probes", "deployed"}  # module-scoped: a local stack, a stack in moto
-SHARED_PARAMETERS = ("store_backend", "deployed")  # the parameters that make another instance of one
+SHARED_PARAMETERS = ("store_backend",)  # the parameter that makes another instance of one
+# Translating the template and creating it in moto's CloudFormation costs a process seconds of imports and
+# one translation a parameter set: one worker runs both modules.
+CLOUDFORMATION = ("tests/integration/test_translated_template.py", "tests/integration/test_stack_in_moto.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Keep the tests that share a module's stack on one worker (`--dist loadgroup`): each stack then starts
-    once a module and parameter, not on every worker that runs one of its tests."""
+    """Keep tests that share costly setup on one worker (`--dist loadgroup`): each module's stack then starts
+    once a module and parameter, and the translator and moto's CloudFormation load in one worker, not in each."""
     for item in items:
-        fixtures = item._fixtureinfo.name2fixturedefs  # the only way to a fixture's scope
-        if any(fixtures[name][-1].scope == "module" for name in SHARED & fixtures.keys()):
-            params = item.callspec.params if hasattr(item, "callspec") else {}
-            instance = [str(params[name]) for name in SHARED_PARAMETERS if name in params]
-            item.add_marker(pytest.mark.xdist_group("-".join([item.nodeid.split("::")[0], *instance])))
+        group = _group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _group(item) -> str | None:
+    module = item.nodeid.split("::")[0]
+    if module in CLOUDFORMATION:
+        return "cloudformation"
+    fixtures = item._fixtureinfo.name2fixturedefs  # the only way to a fixture's scope
+    if any(fixtures[name][-1].scope == "module" for name in SHARED & fixtures.keys()):
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        return "-".join([module, *(str(params[name]) for name in SHARED_PARAMETERS if name in params)])
+    return None
 
 
 @pytest.fixture(autouse=True)
