@@ -31,7 +31,7 @@ from tests.helpers import (
     template_refs,
 )
 
-SHARED = {"stack", "keyed_stack", "keyed", "probes", "deployed"}  # module-scoped: a local stack, a stack in moto
+SHARED = {"stack", "keyed_stack", "keyed", "probes", "deployed"}  # module-scoped: a local stack each
 SHARED_PARAMETERS = ("store_backend",)  # the parameter that makes another instance of one
 # Translating the template and creating it in moto's CloudFormation costs a process seconds of imports and
 # one translation a parameter set: one worker runs both modules.
