@@ -231,14 +231,7 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback_or_a_stranded_job(sta
     ],
 )
 def test_a_bad_setting_stops_the_stack_with_a_message_naming_it(tmp_path, env, says):
-    result = subprocess.run(
-        [sys.executable, "-m", "local"],
-        cwd=ROOT,
-        env={**user_environment(), "PORT": "0", "DB_PATH": str(tmp_path / "x.db"), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_to_exit({"DB_PATH": str(tmp_path / "x.db"), **env})
     assert result.returncode == 1
     assert says in result.stderr
 
